@@ -1,0 +1,1 @@
+"""Code generated from proto/mplus by scripts/generate.sh. Do not edit."""

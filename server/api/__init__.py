@@ -1,0 +1,1 @@
+"""gRPC transport: server factory, servicer, translation and the error table."""

@@ -1,0 +1,80 @@
+"""Protobuf ↔ domain values, and where the API key comes from. No decisions here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mplus.v1 import message_pb2, message_service_pb2
+
+from server.domain.errors import Unauthenticated
+from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
+from server.service.add_messages import AddMessagesCommand
+
+API_KEY_METADATA = "x-api-key"
+
+
+def draft_from_proto(message: message_pb2.Message | message_pb2.Defaults) -> MessageDraft:
+    """Presence is kept: a field the caller did not send becomes None, not ''."""
+
+    def given(name: str) -> str | None:
+        return getattr(message, name) if message.HasField(name) else None
+
+    sender = getattr(message, "from") if message.HasField("from") else None
+    return MessageDraft(
+        to=given("to"),
+        sender=SenderDraft(sender.type, sender.value) if sender is not None else None,
+        body=given("body"),
+        callback=given("callback"),
+        channels=tuple(message.channels) or None,
+        id=given("id"),
+        send_at=given("send_at"),
+    )
+
+
+def api_key(request_key: str, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    """The `key` field (the `?key=` query parameter over JSON) or the x-api-key metadata."""
+    header_keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str)}
+    if len(header_keys) > 1 or (request_key and header_keys and header_keys != {request_key}):
+        raise Unauthenticated("the key parameter and the x-api-key header name different keys")
+    return request_key or next(iter(header_keys), None)
+
+
+def command_from_request(
+    request: message_service_pb2.AddMessagesRequest,
+    metadata: Sequence[tuple[str, str | bytes]],
+) -> AddMessagesCommand:
+    batch = request.batch
+    return AddMessagesCommand(
+        api_key=api_key(request.key, metadata),
+        messages=[draft_from_proto(m) for m in batch.messages],
+        defaults=draft_from_proto(batch.defaults) if batch.HasField("defaults") else None,
+        dry_run=request.is_dryrun or request.dry_run,
+    )
+
+
+def added_message(accepted: AcceptedMessage) -> message_pb2.AddedMessage:
+    message = accepted.message
+    added = message_pb2.AddedMessage(
+        to=message.to,
+        body=message.body,
+        batch_uuid=accepted.batch_uuid,
+        message_uuid=accepted.message_uuid,
+        scheduled=accepted.scheduled,
+    )
+    sender = getattr(added, "from")  # `from` is a Python keyword
+    sender.type, sender.value = message.sender_type.value, accepted.sender
+    if message.callback is not None:
+        added.callback = message.callback
+    if message.channels_given:
+        added.channels.extend(message.channels)
+    if message.id is not None:
+        added.id = message.id
+    if message.send_at is not None:
+        added.send_at = message.send_at
+    return added
+
+
+def response_from_accepted(
+    accepted: Sequence[AcceptedMessage],
+) -> message_service_pb2.AddMessagesResponse:
+    return message_service_pb2.AddMessagesResponse(messages=[added_message(a) for a in accepted])

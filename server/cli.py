@@ -1,0 +1,235 @@
+"""The `mplus` command: run the service and the gateway, migrate, manage accounts and senders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from server import gateway
+from server.api.server import serve
+from server.config import Settings
+from server.domain.errors import DomainError
+from server.service import accounts, senders
+from server.storage.database import create_database_engine
+from server.storage.migrate import upgrade
+from server.storage.unit_of_work import UnitOfWork
+
+DEMO_ACCOUNT = "demo"
+DEMO_SENDERS = ("447700900001", "447700900002", "447700900003")
+
+
+def _unit_of_work(settings: Settings) -> Callable[[], UnitOfWork]:
+    engine = create_database_engine(settings.database_url, pool_size=2)
+    return lambda: UnitOfWork(engine)
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    serve(settings)
+    return 0
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    if args.validate:
+        result = gateway.validate(settings)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.returncode
+    command = gateway.envoy_command(gateway.write_config(settings))
+    os.execv(command[0], command)  # Envoy takes over this process and its signals
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """gRPC server and Envoy in the foreground; SIGTERM or Ctrl-C stops both cleanly."""
+    mplus = [sys.executable, "-m", "server.cli"]
+    children = [subprocess.Popen([*mplus, "serve"])]
+    children.append(subprocess.Popen([*mplus, "gateway"]))
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(
+        f"mplus up: gRPC on {settings.grpc_host}:{settings.grpc_port}, "
+        f"JSON on http://{settings.http_host}:{settings.http_port}/message (Ctrl-C stops)",
+        flush=True,
+    )
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in reversed(children):  # the gateway first, so no request arrives mid-shutdown
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    failed = [child.args for child in children if child.returncode not in (0, -signal.SIGTERM)]
+    if not stopping or failed:
+        print(f"mplus up: a process exited unexpectedly: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    upgrade(create_database_engine(settings.database_url, pool_size=1))
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
+    account = accounts.create_account(_unit_of_work(settings), args.name)
+    if args.json:
+        print(json.dumps({"id": account.id, "name": account.name, "key": account.key}))
+    else:
+        print(f"account {account.name} ({account.id})")
+        print(f"API key (shown once, store it now): {account.key}")
+    return 0
+
+
+def cmd_accounts_list(settings: Settings, args: argparse.Namespace) -> int:
+    summaries = accounts.list_accounts(_unit_of_work(settings))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": s.id,
+                        "name": s.name,
+                        "created_at": s.created_at.isoformat(),
+                        "active_keys": s.active_keys,
+                    }
+                    for s in summaries
+                ]
+            )
+        )
+        return 0
+    for s in summaries:
+        print(f"{s.id}  {s.name}  keys={s.active_keys}  created={s.created_at:%Y-%m-%dT%H:%M:%SZ}")
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    print(accounts.create_key(_unit_of_work(settings), args.account))
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    accounts.revoke_key(_unit_of_work(settings), args.key)
+    print("key revoked")
+    return 0
+
+
+def cmd_senders_add(settings: Settings, args: argparse.Namespace) -> int:
+    added = senders.add_senders(_unit_of_work(settings), args.numbers)
+    print(f"{added} sender(s) added to the shared pool")
+    return 0
+
+
+def cmd_senders_remove(settings: Settings, args: argparse.Namespace) -> int:
+    removed = senders.remove_senders(_unit_of_work(settings), args.numbers)
+    print(f"{removed} sender(s) removed from the shared pool")
+    return 0
+
+
+def cmd_senders_list(settings: Settings, _args: argparse.Namespace) -> int:
+    for number in senders.list_senders(_unit_of_work(settings)):
+        print(number)
+    return 0
+
+
+def cmd_demo(settings: Settings, _args: argparse.Namespace) -> int:
+    """For `make run`: a demo account and a small shared pool, made once; prints the demo key."""
+    unit_of_work = _unit_of_work(settings)
+    key_file = settings.state_dir / "demo-key"
+    if not accounts.list_accounts(unit_of_work):
+        account = accounts.create_account(unit_of_work, DEMO_ACCOUNT)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(account.key + "\n")
+    if not senders.list_senders(unit_of_work):
+        senders.add_senders(unit_of_work, DEMO_SENDERS)
+    if key_file.exists():
+        print(f"demo API key: {key_file.read_text().strip()}  (kept in {key_file})")
+    else:
+        print("accounts exist already; create a key with `mplus keys create ACCOUNT`")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mplus", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the gRPC server").set_defaults(run=cmd_serve)
+    gateway_parser = commands.add_parser("gateway", help="run Envoy (JSON POST /message)")
+    gateway_parser.add_argument("--validate", action="store_true", help="check the config only")
+    gateway_parser.set_defaults(run=cmd_gateway)
+    commands.add_parser("up", help="run the gRPC server and Envoy").set_defaults(run=cmd_up)
+    commands.add_parser(
+        "demo", help="create a demo account and shared pool if none exist"
+    ).set_defaults(run=cmd_demo)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="COMMAND"
+    )
+    db.add_parser("upgrade", help="migrate to the latest schema").set_defaults(run=cmd_db_upgrade)
+
+    account_commands = commands.add_parser("accounts", help="accounts").add_subparsers(
+        dest="accounts_command", required=True, metavar="COMMAND"
+    )
+    create = account_commands.add_parser("create", help="create an account and its first key")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help='print {"id","name","key"}')
+    create.set_defaults(run=cmd_accounts_create)
+    listing = account_commands.add_parser("list", help="list accounts")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=cmd_accounts_list)
+
+    key_commands = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="COMMAND"
+    )
+    key_create = key_commands.add_parser("create", help="add a key to an account (id or name)")
+    key_create.add_argument("account")
+    key_create.set_defaults(run=cmd_keys_create)
+    key_revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    key_revoke.add_argument("key")
+    key_revoke.set_defaults(run=cmd_keys_revoke)
+
+    sender_commands = commands.add_parser("senders", help="the shared sender pool").add_subparsers(
+        dest="senders_command", required=True, metavar="COMMAND"
+    )
+    for name, run, help_text in (
+        ("add", cmd_senders_add, "add numbers to the pool"),
+        ("remove", cmd_senders_remove, "remove numbers from the pool"),
+    ):
+        sub = sender_commands.add_parser(name, help=help_text)
+        sub.add_argument("numbers", nargs="+", metavar="NUMBER")
+        sub.set_defaults(run=run)
+    sender_commands.add_parser("list", help="list the pool").set_defaults(run=cmd_senders_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(Settings.from_env(), args))
+    except DomainError as error:
+        print(f"mplus: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

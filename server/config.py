@@ -1,0 +1,73 @@
+"""Typed settings, read once from the environment and passed down; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout the service runs from (installed editable): holds envoy/ and migrations/."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request rules that operators may tune; the defaults are the documented contract."""
+
+    max_messages: int = 1000
+    max_body_chars: int = 1600
+    max_schedule_days: int = 180
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'mplus.db'}"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    envoy_admin_port: int = 9901
+    max_workers: int = 16
+    max_concurrent_rpcs: int = 256
+    max_request_bytes: int = 8 * 1024 * 1024
+    state_dir: Path = PROJECT_ROOT / "var"
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+            if value < 0:
+                raise SystemExit(f"{name} must not be negative, got {raw!r}")
+            return value
+
+        state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
+        return cls(
+            database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
+            grpc_host=env.get("MPLUS_GRPC_HOST") or defaults.grpc_host,
+            grpc_port=integer("MPLUS_GRPC_PORT", defaults.grpc_port),
+            http_host=env.get("MPLUS_HTTP_HOST") or defaults.http_host,
+            http_port=integer("MPLUS_HTTP_PORT", defaults.http_port),
+            envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port),
+            max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers),
+            max_concurrent_rpcs=integer("MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs),
+            max_request_bytes=integer("MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            state_dir=state_dir,
+            limits=Limits(
+                max_messages=integer("MPLUS_MAX_MESSAGES", defaults.limits.max_messages),
+                max_body_chars=integer("MPLUS_MAX_BODY_CHARS", defaults.limits.max_body_chars),
+                max_schedule_days=integer(
+                    "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days
+                ),
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Plain values and rules: no protobuf, no gRPC, no SQL."""

@@ -1,0 +1,115 @@
+"""The values a request is made of, before and after validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _first_given(own: T | None, fallback: T | None) -> T | None:
+    return own if own is not None else fallback
+
+
+class SenderType(StrEnum):
+    CUSTOM = "custom"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True)
+class SenderDraft:
+    """`from` as the caller wrote it: type and value unchecked, empty strings kept."""
+
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class MessageDraft:
+    """One message, or the defaults, as submitted. None means the field was not given."""
+
+    to: str | None = None
+    sender: SenderDraft | None = None
+    body: str | None = None
+    callback: str | None = None
+    channels: tuple[str, ...] | None = None
+    id: str | None = None
+    send_at: str | None = None
+
+    def merged_over(self, defaults: MessageDraft | None) -> MessageDraft:
+        """Each field this message sets wins; each it omits comes whole from the defaults."""
+        if defaults is None:
+            return self
+        pick = _first_given
+        return MessageDraft(
+            to=pick(self.to, defaults.to),
+            sender=pick(self.sender, defaults.sender),
+            body=pick(self.body, defaults.body),
+            callback=pick(self.callback, defaults.callback),
+            channels=pick(self.channels, defaults.channels),
+            id=pick(self.id, defaults.id),
+            send_at=pick(self.send_at, defaults.send_at),
+        )
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A merged message that passed every rule, normalised for storage and echo."""
+
+    to: str
+    """Destination, digits only."""
+    sender_type: SenderType
+    sender_id: str | None
+    """The custom sender ID; None for shared senders, which are assigned later."""
+    body: str
+    callback: str | None
+    channels: tuple[str, ...]
+    """Effective channel priority (the default when none was given)."""
+    channels_given: bool
+    id: str | None
+    """The client's id as submitted; `client_id` is its normalised form."""
+    send_at: str | None
+    """The submitted timestamp, echoed exactly."""
+    send_at_utc: datetime | None
+    """The submitted timestamp as an instant, UTC."""
+    due_at: datetime
+    """When the message becomes due, UTC: `send_at` when scheduled, else acceptance time."""
+    scheduled: bool
+
+    @property
+    def client_id(self) -> str | None:
+        return self.id.lower() if self.id is not None else None
+
+    def fingerprint(self) -> str:
+        """Identifies the content, so a reused id can be told apart from a retry.
+
+        A retry sent later still matches: `send_at` counts as the instant given (or its
+        absence), not the moment the message was accepted.
+        """
+        content = {
+            "to": self.to,
+            "from": [self.sender_type.value, self.sender_id],
+            "body": self.body,
+            "callback": self.callback,
+            "channels": list(self.channels),
+            "send_at": self.send_at_utc.isoformat() if self.send_at_utc else None,
+        }
+        encoded = json.dumps(content, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AcceptedMessage:
+    """A message the service queued (or, in a dry run, would queue)."""
+
+    message: OutgoingMessage
+    sender: str
+    """The sender ID it goes out from: the custom ID or the assigned shared one."""
+    message_uuid: str
+    batch_uuid: str
+    scheduled: bool

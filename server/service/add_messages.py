@@ -1,0 +1,132 @@
+"""The AddMessages use case: authenticate, validate, assign senders, queue, all or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from server.config import Limits
+from server.domain.errors import DomainError, IdConflict, NoSharedSenders, Unauthenticated
+from server.domain.keys import hash_key
+from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
+from server.domain.validation import validate_messages
+from server.service.clock import Environment
+from server.storage.repositories import ConflictingWrite, StoredMessage
+from server.storage.unit_of_work import UnitOfWork
+
+ATTEMPTS = 3
+"""A concurrent request storing the same message id makes ours retry, then replay it."""
+
+
+@dataclass(frozen=True)
+class AddMessagesCommand:
+    api_key: str | None
+    messages: Sequence[MessageDraft]
+    defaults: MessageDraft | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class AddMessages:
+    """Queues a batch; a returned list means every message is committed (or, dry, would be)."""
+
+    unit_of_work: Callable[[], UnitOfWork]
+    limits: Limits = field(default_factory=Limits)
+    environment: Environment = field(default_factory=Environment)
+
+    def __call__(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._attempt(command)
+            except ConflictingWrite:
+                if attempt == ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _attempt(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
+        now = self.environment.now()
+        outgoing: list[OutgoingMessage] | None = None
+        invalid: DomainError | None = None
+        try:
+            outgoing = validate_messages(command.messages, command.defaults, self.limits, now)
+        except DomainError as error:
+            invalid = error  # reported after authentication, which always comes first
+        if not command.api_key:
+            raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
+        with self.unit_of_work() as uow:
+            account_id = uow.keys.account_for(hash_key(command.api_key))
+            if account_id is None:
+                raise Unauthenticated("unknown or revoked API key")
+            if invalid is not None:
+                raise invalid
+            assert outgoing is not None
+            accepted, new = self._accept(uow, account_id, outgoing, command.dry_run)
+            if not command.dry_run:
+                uow.messages.add_many(account_id, new, now)
+                uow.commit()
+            return accepted
+
+    def _accept(
+        self, uow: UnitOfWork, account_id: str, outgoing: list[OutgoingMessage], dry_run: bool
+    ) -> tuple[list[AcceptedMessage], list[AcceptedMessage]]:
+        """Every message's result, in order, and the subset that is new and must be stored."""
+        stored = uow.messages.by_client_ids(
+            account_id, {m.client_id for m in outgoing if m.client_id is not None}
+        )
+        fresh = [m for m in outgoing if m.client_id not in stored]
+        shared_senders = self._shared_senders(
+            uow,
+            account_id,
+            {m.to for m in fresh if m.sender_type is SenderType.SHARED},
+            dry_run,
+        )
+        accepted: list[AcceptedMessage] = []
+        new: list[AcceptedMessage] = []
+        for index, message in enumerate(outgoing):
+            previous = stored.get(message.client_id) if message.client_id else None
+            if previous is not None:
+                accepted.append(_replay(index, message, previous))
+                continue
+            result = AcceptedMessage(
+                message=message,
+                sender=message.sender_id or shared_senders[message.to],
+                message_uuid=self.environment.new_uuid(),
+                batch_uuid=self.environment.new_uuid(),
+                scheduled=message.scheduled,
+            )
+            accepted.append(result)
+            new.append(result)
+        return accepted, new
+
+    def _shared_senders(
+        self, uow: UnitOfWork, account_id: str, destinations: set[str], dry_run: bool
+    ) -> dict[str, str]:
+        """The spec's two steps: reuse the account's sender for the number, else pick at random."""
+        if not destinations:
+            return {}
+        pinned = uow.senders.pinned(account_id, destinations)
+        unpinned = sorted(destinations - pinned.keys())
+        if not unpinned:
+            return pinned
+        pool = uow.senders.pool()
+        if not pool:
+            raise NoSharedSenders()
+        choices = {destination: self.environment.rng.choice(pool) for destination in unpinned}
+        if dry_run:
+            return pinned | choices
+        now = self.environment.now()
+        uow.senders.pin(account_id, choices, now)
+        # Read back: a concurrent request may have pinned some destinations first, and wins.
+        return choices | uow.senders.pinned(account_id, destinations)
+
+
+def _replay(index: int, message: OutgoingMessage, previous: StoredMessage) -> AcceptedMessage:
+    if previous.fingerprint != message.fingerprint():
+        raise IdConflict(f"messages[{index}].id", message.id or "")
+    return AcceptedMessage(
+        message=message,
+        sender=previous.sender,
+        message_uuid=previous.message_uuid,
+        batch_uuid=previous.batch_uuid,
+        scheduled=previous.scheduled,
+    )

@@ -1,0 +1,237 @@
+"""Repositories: each table's reads and writes, in the terms the service layer speaks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Insert, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from server.domain.model import AcceptedMessage
+from server.storage.tables import accounts, api_keys, queued_messages, sender_pins, shared_senders
+
+
+class ConflictingWrite(Exception):
+    """A concurrent transaction stored the same unique value first; retrying will see it."""
+
+
+def _upsertable_insert(connection: Connection, table: Any) -> Any:
+    """INSERT with ON CONFLICT support, in the dialect of the connection."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    id: str
+    name: str
+    created_at: datetime
+    active_keys: int
+
+
+class AccountRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, name: str, now: datetime) -> str:
+        account_id = str(uuid.uuid4())
+        try:
+            self._connection.execute(
+                insert(accounts).values(id=account_id, name=name, created_at=now)
+            )
+        except IntegrityError as error:
+            raise ConflictingWrite(f"an account named {name!r} exists") from error
+        return account_id
+
+    def id_for(self, id_or_name: str) -> str | None:
+        row = self._connection.execute(
+            select(accounts.c.id).where(
+                (accounts.c.id == id_or_name) | (accounts.c.name == id_or_name)
+            )
+        ).first()
+        return row.id if row else None
+
+    def count(self) -> int:
+        return self._connection.execute(select(func.count()).select_from(accounts)).scalar_one()
+
+    def summaries(self) -> list[AccountSummary]:
+        active = (
+            select(api_keys.c.account_id, func.count().label("active_keys"))
+            .where(api_keys.c.revoked_at.is_(None))
+            .group_by(api_keys.c.account_id)
+            .subquery()
+        )
+        rows = self._connection.execute(
+            select(accounts, func.coalesce(active.c.active_keys, 0).label("active_keys"))
+            .outerjoin(active, active.c.account_id == accounts.c.id)
+            .order_by(accounts.c.created_at, accounts.c.name)
+        )
+        return [AccountSummary(r.id, r.name, r.created_at, r.active_keys) for r in rows]
+
+
+class KeyRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, account_id: str, key_hash: str, now: datetime) -> None:
+        self._connection.execute(
+            insert(api_keys).values(
+                id=str(uuid.uuid4()), account_id=account_id, key_hash=key_hash, created_at=now
+            )
+        )
+
+    def account_for(self, key_hash: str) -> str | None:
+        """The account an active key belongs to; None for unknown and revoked keys alike."""
+        row = self._connection.execute(
+            select(api_keys.c.account_id).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+            )
+        ).first()
+        return row.account_id if row else None
+
+    def revoke(self, key_hash: str, now: datetime) -> bool:
+        result = self._connection.execute(
+            update(api_keys)
+            .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return result.rowcount > 0
+
+
+class SenderRepository:
+    """The shared sender pool and the sticky pins of accounts to pool senders."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, senders: Collection[str], now: datetime) -> int:
+        if not senders:
+            return 0
+        statement = _upsertable_insert(self._connection, shared_senders).on_conflict_do_nothing()
+        result = self._connection.execute(
+            statement, [{"sender": s, "added_at": now} for s in senders]
+        )
+        return max(result.rowcount, 0)
+
+    def remove(self, senders: Collection[str]) -> int:
+        result = self._connection.execute(
+            delete(shared_senders).where(shared_senders.c.sender.in_(list(senders)))
+        )
+        return result.rowcount
+
+    def pool(self) -> list[str]:
+        return list(
+            self._connection.execute(
+                select(shared_senders.c.sender).order_by(shared_senders.c.sender)
+            ).scalars()
+        )
+
+    def pinned(self, account_id: str, destinations: Collection[str]) -> dict[str, str]:
+        """Destination → pinned sender, for pins whose sender is still in the pool."""
+        rows = self._connection.execute(
+            select(sender_pins.c.destination, sender_pins.c.sender)
+            .join(shared_senders, shared_senders.c.sender == sender_pins.c.sender)
+            .where(
+                sender_pins.c.account_id == account_id,
+                sender_pins.c.destination.in_(list(destinations)),
+            )
+        )
+        return {row.destination: row.sender for row in rows}
+
+    def pin(self, account_id: str, choices: Mapping[str, str], now: datetime) -> None:
+        """Pins each destination to its chosen sender unless a live pin already exists.
+
+        A pin whose sender left the pool is replaced; a live pin, including one a
+        concurrent transaction just committed, is kept. Read `pinned` afterwards for the
+        winners.
+        """
+        if not choices:
+            return
+        statement: Insert = _upsertable_insert(self._connection, sender_pins)
+        statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
+            index_elements=[sender_pins.c.account_id, sender_pins.c.destination],
+            set_={"sender": statement.excluded.sender, "pinned_at": statement.excluded.pinned_at},  # type: ignore[attr-defined]
+            where=sender_pins.c.sender.not_in(select(shared_senders.c.sender)),
+        )
+        self._connection.execute(
+            statement,
+            [
+                {"account_id": account_id, "destination": d, "sender": s, "pinned_at": now}
+                for d, s in sorted(choices.items())
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    message_uuid: str
+    batch_uuid: str
+    fingerprint: str
+    sender: str
+    scheduled: bool
+
+
+class MessageRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def by_client_ids(
+        self, account_id: str, client_ids: Collection[str]
+    ) -> dict[str, StoredMessage]:
+        if not client_ids:
+            return {}
+        rows = self._connection.execute(
+            select(
+                queued_messages.c.client_id,
+                queued_messages.c.message_uuid,
+                queued_messages.c.batch_uuid,
+                queued_messages.c.fingerprint,
+                queued_messages.c.sender,
+                queued_messages.c.scheduled,
+            ).where(
+                queued_messages.c.account_id == account_id,
+                queued_messages.c.client_id.in_(list(client_ids)),
+            )
+        )
+        return {
+            row.client_id: StoredMessage(
+                row.message_uuid, row.batch_uuid, row.fingerprint, row.sender, row.scheduled
+            )
+            for row in rows
+        }
+
+    def add_many(self, account_id: str, messages: Sequence[AcceptedMessage], now: datetime) -> None:
+        """Queues the messages in one statement; a client id stored meanwhile → ConflictingWrite."""
+        if not messages:
+            return
+        rows = [
+            {
+                "message_uuid": m.message_uuid,
+                "batch_uuid": m.batch_uuid,
+                "account_id": account_id,
+                "client_id": m.message.client_id,
+                "fingerprint": m.message.fingerprint(),
+                "destination": m.message.to,
+                "sender_type": m.message.sender_type.value,
+                "sender": m.sender,
+                "body": m.message.body,
+                "callback": m.message.callback,
+                "channels": list(m.message.channels),
+                "send_at": m.message.send_at,
+                "due_at": m.message.due_at,
+                "scheduled": m.scheduled,
+                "status": "queued",
+                "created_at": now,
+            }
+            for m in messages
+        ]
+        try:
+            self._connection.execute(insert(queued_messages), rows)
+        except IntegrityError as error:
+            raise ConflictingWrite("a message id was stored concurrently") from error

@@ -1,0 +1,90 @@
+"""Shared fixtures: databases (SQLite file, throwaway PostgreSQL), migrated engines, accounts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from server.service import accounts, senders
+from server.storage.database import create_database_engine
+from server.storage.migrate import upgrade
+from server.storage.unit_of_work import UnitOfWork
+
+POOL = ("447700900101", "447700900102", "447700900103", "447700900104")
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the session: MPLUS_TEST_DATABASE_URL, or a pgserver of our own."""
+    configured = os.environ.get("MPLUS_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+    name = f"mplus_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        make_url(postgres_base_url).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mplus.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_database_engine(database_url, pool_size=8)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def unit_of_work(engine: Engine) -> Callable[[], UnitOfWork]:
+    return lambda: UnitOfWork(engine)
+
+
+@pytest.fixture
+def pool() -> tuple[str, ...]:
+    """The shared sender pool the `account` fixture sets up."""
+    return POOL
+
+
+@pytest.fixture
+def account(unit_of_work: Callable[[], UnitOfWork]) -> accounts.NewAccount:
+    """An account with a key, and a shared sender pool beside it."""
+    senders.add_senders(unit_of_work, POOL)
+    return accounts.create_account(unit_of_work, "acme")
