@@ -24,7 +24,7 @@ _NUMERIC_SENDER = re.compile(r"[0-9]{3,15}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ISO_8601 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)"
-    r"(?P<zone>Z|[+-][0-9]{2}:?[0-9]{2})?"
+    r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 
 
@@ -67,14 +67,14 @@ def validate_messages(
     first_index_of_id: dict[str, int] = {}
     for index, draft in enumerate(messages):
         issues = _Collector(f"messages[{index}]", violations)
-        message = _validate_one(draft.merged_over(defaults), issues, limits, now)
-        if message is None:
-            continue
-        accepted.append(message)
-        if message.client_id is not None:
-            first = first_index_of_id.setdefault(message.client_id, index)
+        merged = draft.merged_over(defaults)
+        message = _validate_one(merged, issues, limits, now)
+        if merged.id is not None and _UUID.fullmatch(merged.id):
+            first = first_index_of_id.setdefault(merged.id.lower(), index)
             if first != index:
                 issues.add("id", f"repeats the id of messages[{first}]", "DUPLICATE_ID")
+        if message is not None:
+            accepted.append(message)
     if violations:
         raise InvalidRequest(violations)
     return accepted
@@ -192,18 +192,15 @@ def _check_optional(
 def _callback_problem(raw: str) -> str | None:
     if len(raw) > MAX_CALLBACK_CHARS:
         return f"must be at most {MAX_CALLBACK_CHARS} characters, got {len(raw)}"
+    invalid = "must be an absolute http or https URL"
     try:
         parts = urlsplit(raw)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
-        host = None
-    if (
-        parts.scheme not in ("http", "https")
-        or not host
-        or any(ch.isspace() or ord(ch) < 0x20 for ch in raw)
-    ):
-        return "must be an absolute http or https URL"
+        return invalid
+    if parts.scheme not in ("http", "https") or not host or any(ch.isspace() for ch in raw):
+        return invalid
     return None
 
 
@@ -240,7 +237,10 @@ def parse_send_at(raw: str) -> datetime | None:
     if "." in time:  # Python keeps microseconds: trim nanosecond precision, never round up.
         whole, fraction = time.split(".")
         time = f"{whole}.{fraction[:6]}"
-    zone = "+00:00" if zone in (None, "Z") else zone
+    if zone in (None, "Z"):
+        zone = "+00:00"
+    elif len(zone) == 3:  # ±hh
+        zone += ":00"
     try:
         return datetime.fromisoformat(f"{date}T{time}{zone}").astimezone(UTC)
     except ValueError:

@@ -1,0 +1,148 @@
+"""A real stack per test module: migrated SQLite file, gRPC server on port 0, Envoy in front."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select
+
+from server import gateway
+from server.api.server import GrpcServer, create_server
+from server.config import Settings
+from server.service import accounts, senders
+from server.service.add_messages import AddMessages
+from server.storage.database import create_database_engine
+from server.storage.migrate import upgrade
+from server.storage.tables import queued_messages
+from server.storage.unit_of_work import UnitOfWork
+
+POOL = ("447700900201", "447700900202", "447700900203")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    engine: Engine
+    key: str
+    account_id: str
+    grpc_target: str
+    http_url: str
+    envoy_log: Path
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    def stored_count(self, **where: Any) -> int:
+        query = select(func.count()).select_from(queued_messages)
+        for column, value in where.items():
+            query = query.where(queued_messages.c[column] == value)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def post(
+        self, body: Any, params: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        query = {"key": self.key} if params is None else params
+        return httpx.post(f"{self.http_url}/message", params=query, json=body, timeout=30, **kwargs)
+
+
+def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    config = gateway.write_config(settings)
+    with log.open("wb") as sink:
+        process = subprocess.Popen(gateway.envoy_command(config), stdout=sink, stderr=sink)
+    admin = f"http://127.0.0.1:{settings.envoy_admin_port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"envoy exited: {log.read_text()}")
+        clusters = httpx.get(f"{admin}/clusters", timeout=1).text
+        return httpx.get(f"{admin}/ready", timeout=1).text.strip() == "LIVE" and (
+            "mplus_grpc::" in clusters and "health_flags::healthy" in clusters
+        )
+
+    wait_until(ready, "envoy to be ready with a healthy upstream")
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("stack")
+    settings = dataclasses.replace(
+        Settings(),
+        database_url=f"sqlite:///{state / 'mplus.db'}",
+        state_dir=state,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        envoy_admin_port=free_port(),
+        max_request_bytes=1024 * 1024,
+    )
+    engine = create_database_engine(settings.database_url)
+    upgrade(engine)
+    unit_of_work = lambda: UnitOfWork(engine)  # noqa: E731
+    senders.add_senders(unit_of_work, POOL)
+    account = accounts.create_account(unit_of_work, "e2e")
+    server: GrpcServer = create_server(
+        AddMessages(unit_of_work, settings.limits),
+        f"127.0.0.1:{settings.grpc_port}",
+        settings,
+    )
+    server.start()
+    envoy_log = state / "envoy.log"
+    envoy = start_envoy(settings, envoy_log)
+    try:
+        yield Stack(
+            settings=settings,
+            engine=engine,
+            key=account.key,
+            account_id=account.id,
+            grpc_target=f"127.0.0.1:{settings.grpc_port}",
+            http_url=f"http://127.0.0.1:{settings.http_port}",
+            envoy_log=envoy_log,
+        )
+    finally:
+        stop_process(envoy)
+        server.stop(grace=1)
+        engine.dispose()
+
+
+@pytest.fixture
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        yield channel

@@ -1,0 +1,362 @@
+"""The documented JSON API through the real Envoy binary: every spec example, every error shape."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import POOL, Stack
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
+IN_A_DAY = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def custom(value: str) -> dict[str, str]:
+    return {"type": "custom", "value": value}
+
+
+# The examples of the vendor page (../shared/spec/add-message.txt), as valid JSON: the page's
+# trailing commas removed, and a future `send_at` where its 2026-01-01 has passed.
+SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
+    "single message": {
+        "messages": [
+            {"from": custom("sender-id"), "to": "441111111111", "body": "This is a test message!"}
+        ]
+    },
+    "all parameters": {
+        "messages": [
+            {
+                "from": custom("sender-id"),
+                "to": "441111111111",
+                "body": "This is a test message!",
+                "callback": "https://my-callback.com/delivery-receipt",
+                "channels": ["sms"],
+                "id": "b2693dfe-0813-427a-bc2f-62b0e9292403",
+                "send_at": IN_A_DAY,
+            }
+        ]
+    },
+    "multiple messages": {
+        "messages": [
+            {
+                "from": custom("sender-id-1"),
+                "to": "441111111111",
+                "body": "This is my first test message!",
+            },
+            {
+                "from": custom("sender-id-2"),
+                "to": "442222222222",
+                "body": "This is my second test message!",
+            },
+        ]
+    },
+    "message defaults": {
+        "defaults": {"from": custom("sender-id")},
+        "messages": [
+            {"to": "441111111111", "body": "This is the first test message!"},
+            {"to": "442222222222", "body": "This is the second test message!"},
+        ],
+    },
+    "defaults overridden": {
+        "defaults": {"from": custom("mplus-test")},
+        "messages": [
+            {"to": "441111111111", "body": "This is the first test message!"},
+            {"to": "442222222222", "body": "This is the second test message!"},
+            {
+                "from": custom("specific"),
+                "to": "44333333333333",
+                "body": "This is the third test message!",
+            },
+        ],
+    },
+    "callback": {
+        "messages": [
+            {
+                "from": custom("mplus-test"),
+                "to": "441111111111",
+                "body": "This is my test message!",
+                "callback": "https://my-website.com/delivery-receipt",
+            }
+        ]
+    },
+    "callback per message": {
+        "messages": [
+            {
+                "from": custom("mplus-test"),
+                "to": "441111111111",
+                "body": "This is my first test message!",
+                "callback": "https://my-website.com/dr?id=first_message",
+            },
+            {
+                "from": custom("mplus-test"),
+                "to": "442222222222",
+                "body": "This is my second test message!",
+                "callback": "https://my-website.com/dr?id=second_message",
+            },
+        ]
+    },
+    "channels": {
+        "messages": [
+            {
+                "from": custom("specific"),
+                "to": "44333333333333",
+                "body": "This is the third test message!",
+                "channels": ["rcs"],
+            }
+        ]
+    },
+    "shared sender": {
+        "messages": [
+            {
+                "from": {"type": "shared"},
+                "to": "44333333333333",
+                "body": "This is the third test message!",
+                "channels": ["rcs"],
+            }
+        ]
+    },
+}
+
+
+def expected_echo(message: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    merged = {**defaults, **message}
+    echo = {
+        k: merged[k]
+        for k in ("to", "body", "from", "callback", "channels", "id", "send_at")
+        if k in merged
+    }
+    echo["to"] = re.sub(r"[^0-9]", "", echo["to"])
+    return echo
+
+
+@pytest.mark.parametrize("name", SPEC_EXAMPLES)
+def test_every_spec_example_is_accepted_stored_and_echoed(stack: Stack, name: str) -> None:
+    body = SPEC_EXAMPLES[name]
+    before = stack.stored_count()
+    response = stack.post(body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    answered = response.json()["messages"]
+    assert len(answered) == len(body["messages"])
+    for sent, got in zip(body["messages"], answered, strict=True):
+        echo = expected_echo(sent, body.get("defaults", {}))
+        identifiers = {k: got.pop(k) for k in ("batchUuid", "messageUuid", "scheduled")}
+        if echo["from"]["type"] == "shared":
+            assert got["from"]["value"] in POOL
+            echo["from"] = {"type": "shared", "value": got["from"]["value"]}
+        assert got == echo
+        assert UUID.fullmatch(identifiers["batchUuid"]) and UUID.fullmatch(
+            identifiers["messageUuid"]
+        )
+        assert identifiers["scheduled"] is ("send_at" in sent)
+    batch_ids = {m["batchUuid"] for m in response.json()["messages"]}
+    assert len(batch_ids) == len(answered)  # each message is its own batch
+    assert stack.stored_count() == before + len(answered)
+    for got in response.json()["messages"]:
+        assert stack.stored_count(message_uuid=got["messageUuid"], account_id=stack.account_id) == 1
+
+
+def test_the_spec_defaults_example_works_as_written_trailing_commas_and_all(stack: Stack) -> None:
+    text = """{
+        "defaults": {"from": {"type": "custom", "value": "sender-id"}},
+        "messages": [
+            {
+                "to": "441111111111",
+                "body": "This is the first test message!",
+            },
+            {
+                "to": "442222222222",
+                "body": "This is the second test message!",
+            },
+        ]
+    }"""
+    response = httpx.post(f"{stack.http_url}/message", params={"key": stack.key}, content=text)
+    assert response.status_code == 200, response.text
+    assert [m["from"]["value"] for m in response.json()["messages"]] == ["sender-id"] * 2
+
+
+def test_the_misspelt_defualts_example_is_rejected_naming_the_missing_sender(stack: Stack) -> None:
+    body = {
+        "defualts": {
+            "from": custom("specific"),
+            "callback": "https://my-website.com/delivery-receipt",
+        },
+        "messages": [{"to": "441111111111", "body": "This is my first test message!"}],
+    }
+    response = stack.post(body)
+    assert response.status_code == 400
+    violations = bad_request_fields(response.json())
+    assert violations == ["messages[0].from"]
+
+
+def bad_request_fields(error: dict[str, Any]) -> list[str]:
+    (bad_request,) = [d for d in error["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+    return [v["field"] for v in bad_request["fieldViolations"]]
+
+
+def test_validation_errors_list_every_violation_with_field_paths(stack: Stack) -> None:
+    body = {
+        "defaults": {"from": custom("ok-sender")},
+        "messages": [
+            {"to": "441111111111", "body": "fine"},
+            {"to": "12", "body": " ", "channels": ["sms", "fax"], "send_at": "soon"},
+            {"to": "441111111111", "body": "x", "from": {"type": "shared", "value": "nope"}},
+        ],
+    }
+    before = stack.stored_count()
+    response = stack.post(body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert error["code"] == 3
+    assert bad_request_fields(error) == [
+        "messages[1].to",
+        "messages[1].body",
+        "messages[1].channels[1]",
+        "messages[1].send_at",
+        "messages[2].from.value",
+    ]
+    (info,) = [d for d in error["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert info["reason"] == "INVALID_REQUEST" and info["domain"] == "mplus"
+    assert stack.stored_count() == before  # nothing of a rejected request is stored
+
+
+def test_more_messages_than_the_limit_is_a_400(stack: Stack) -> None:
+    message = {"from": custom("x1"), "to": "441111111111", "body": "Hi"}
+    response = stack.post({"messages": [message] * 1001})
+    assert response.status_code == 400
+    assert bad_request_fields(response.json()) == ["messages"]
+
+
+class TestApiKey:
+    BODY = SPEC_EXAMPLES["single message"]
+
+    def test_missing_and_unknown_keys_are_401_json(self, stack: Stack) -> None:
+        for params in ({}, {"key": "mp_unknown"}):
+            response = stack.post(self.BODY, params=params)
+            assert response.status_code == 401
+            assert response.headers["content-type"] == "application/json"
+            assert response.json()["code"] == 16
+
+    def test_the_key_may_come_as_an_x_api_key_header(self, stack: Stack) -> None:
+        response = stack.post(self.BODY, params={}, headers={"x-api-key": stack.key})
+        assert response.status_code == 200
+
+    def test_header_and_query_naming_different_keys_is_401(self, stack: Stack) -> None:
+        response = stack.post(self.BODY, headers={"x-api-key": "mp_other"})
+        assert response.status_code == 401
+
+    def test_a_key_in_the_json_body_never_authenticates(self, stack: Stack) -> None:
+        body = {**self.BODY, "key": stack.key}
+        assert stack.post(body, params={}).status_code == 401
+        assert stack.post(body, params={"key": "mp_random"}).status_code == 401
+
+    def test_a_key_in_the_json_body_never_overrides_the_query_key(self, stack: Stack) -> None:
+        response = stack.post({**self.BODY, "key": "mp_attacker"})
+        assert response.status_code == 200
+
+    def test_the_key_never_reaches_the_access_log(self, stack: Stack) -> None:
+        stack.post(self.BODY)
+        stack.post(self.BODY, params={"key": "mp_wrong-key-for-the-log"})
+        log = stack.envoy_log.read_text()
+        assert '"path":"/message"' in log
+        assert stack.key not in log and "mp_wrong-key-for-the-log" not in log
+
+
+@pytest.mark.parametrize("flag", ["isDryrun", "dryRun"])
+def test_a_dry_run_answers_in_full_and_stores_nothing(stack: Stack, flag: str) -> None:
+    body = {
+        "messages": [
+            {
+                "from": {"type": "shared"},
+                "to": "447000000999",
+                "body": "Preview",
+                "id": str(uuid.uuid4()),
+            }
+        ]
+    }
+    before = stack.stored_count()
+    response = stack.post(body, params={"key": stack.key, flag: "true"})
+    assert response.status_code == 200
+    (preview,) = response.json()["messages"]
+    assert preview["from"]["value"] in POOL and preview["scheduled"] is False
+    assert stack.stored_count() == before
+    real = stack.post(body).json()["messages"][0]
+    assert real["messageUuid"] != preview["messageUuid"]
+    assert stack.stored_count() == before + 1
+
+
+def test_resending_an_id_replays_and_other_content_is_409(stack: Stack) -> None:
+    message = {
+        "from": custom("Acme"),
+        "to": "441111111111",
+        "body": "Once",
+        "id": str(uuid.uuid4()),
+    }
+    first = stack.post({"messages": [message]}).json()["messages"][0]
+    again = stack.post({"messages": [message]}).json()["messages"][0]
+    assert again == first
+    assert stack.stored_count(client_id=message["id"]) == 1
+    conflict = stack.post({"messages": [{**message, "body": "Twice"}]})
+    assert conflict.status_code == 409
+    assert conflict.json()["code"] == 6
+    assert "messages[0].id" in conflict.json()["message"]
+    duplicate = stack.post({"messages": [message, {**message, "to": "442222222222"}]})
+    assert duplicate.status_code == 400
+    assert bad_request_fields(duplicate.json()) == ["messages[1].id"]
+
+
+def test_shared_senders_stick_to_a_number(stack: Stack) -> None:
+    message = {"from": {"type": "shared"}, "to": "447000000555", "body": "Hi"}
+    senders = {
+        stack.post({"messages": [message]}).json()["messages"][0]["from"]["value"] for _ in range(4)
+    }
+    assert len(senders) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "content", "status", "code"),
+    [
+        ("POST", "/message", "ok", b'{"messages": [', 400, 3),
+        ("POST", "/message", "ok", b"[1, 2]", 400, 3),
+        ("POST", "/message", "unknown", b'{"messages": []}', 400, 3),
+        ("GET", "/message", "ok", b"", 404, 5),
+        ("POST", "/messages", "ok", b"{}", 404, 5),
+        ("POST", "/message", "ok", b"{" + b'"x":"' + b"y" * (1024 * 1024) + b'"}', 413, 8),
+    ],
+    ids=["malformed", "wrong-type", "unknown-query-parameter", "get", "unknown-path", "too-large"],
+)
+def test_envoy_made_errors_are_json_in_the_same_shape(
+    stack: Stack, method: str, path: str, params: str, content: bytes, status: int, code: int
+) -> None:
+    query = {"key": stack.key} | ({"foo": "bar"} if params == "unknown" else {})
+    response = httpx.request(
+        method, f"{stack.http_url}{path}", params=query, content=content, timeout=30
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert error["code"] == code and isinstance(error["message"], str) and error["details"] == []
+
+
+def test_native_grpc_is_served_on_the_same_port_as_json(stack: Stack) -> None:
+    import grpc
+    from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
+
+    with grpc.insecure_channel(stack.http_url.removeprefix("http://")) as channel:
+        stub = message_service_pb2_grpc.MessageServiceStub(channel)
+        message = message_pb2.Message(to="441111111111", body="via envoy")
+        getattr(message, "from").CopyFrom(message_pb2.From(type="custom", value="Acme"))
+        response = stub.AddMessages(
+            message_service_pb2.AddMessagesRequest(
+                key=stack.key, batch=message_service_pb2.MessageBatch(messages=[message])
+            ),
+            timeout=10,
+        )
+    assert response.messages[0].to == "441111111111"
+    assert stack.stored_count(message_uuid=response.messages[0].message_uuid) == 1
