@@ -229,7 +229,9 @@ class MessageRepository:
                 "status": "queued",
                 "created_at": now,
             }
-            for m in messages
+            # One lock order for every transaction: two requests storing the same ids wait for
+            # each other instead of deadlocking.
+            for m in sorted(messages, key=lambda m: m.message.client_id or "")
         ]
         try:
             self._connection.execute(insert(queued_messages), rows)

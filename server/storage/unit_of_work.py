@@ -5,13 +5,17 @@ from __future__ import annotations
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy.exc import DBAPIError
 
 from server.storage.repositories import (
     AccountRepository,
+    ConflictingWrite,
     KeyRepository,
     MessageRepository,
     SenderRepository,
 )
+
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 class UnitOfWork:
@@ -51,3 +55,10 @@ class UnitOfWork:
         finally:
             self._connection.close()
             self._connection = self._transaction = None
+        if isinstance(exc, DBAPIError) and _is_transient_conflict(exc):
+            raise ConflictingWrite("the database aborted a conflicting transaction") from exc
+
+
+def _is_transient_conflict(error: DBAPIError) -> bool:
+    """PostgreSQL's serialization failure or deadlock: the transaction is safe to run again."""
+    return getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES

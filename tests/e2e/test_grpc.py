@@ -1,0 +1,191 @@
+"""Native gRPC against a real server: statuses with details, health, reflection through grpcurl."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
+
+from tests.e2e.conftest import POOL, Stack
+from tests.e2e.test_json_gateway import IN_A_DAY
+
+
+def message(**fields: str) -> message_pb2.Message:
+    sender = {"type": fields.pop("type", "custom"), "value": fields.pop("value", "Acme")}
+    built = message_pb2.Message(**{"to": "441111111111", "body": "Hello", **fields})
+    getattr(built, "from").CopyFrom(message_pb2.From(**sender))
+    return built
+
+
+def request(
+    *messages: message_pb2.Message, key: str = "", **options: bool
+) -> message_service_pb2.AddMessagesRequest:
+    return message_service_pb2.AddMessagesRequest(
+        key=key, batch=message_service_pb2.MessageBatch(messages=messages), **options
+    )
+
+
+def call_error(
+    call: grpc.Call,
+) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo, list[object]]:
+    status = rpc_status.from_call(call)
+    assert status is not None, "no rich status details"
+    details: list[object] = []
+    info = error_details_pb2.ErrorInfo()
+    for packed in status.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+        ):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                details.append(detail)
+                if isinstance(detail, error_details_pb2.ErrorInfo):
+                    info = detail
+    return call.code(), info, details
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> message_service_pb2_grpc.MessageServiceStub:
+    return message_service_pb2_grpc.MessageServiceStub(channel)
+
+
+def test_add_messages_with_the_key_in_metadata(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    response = stub.AddMessages(
+        request(
+            message(to="+44 7000 000001"),
+            message(type="shared", value="", to="447000000002", send_at=IN_A_DAY),
+        ),
+        metadata=[("x-api-key", stack.key)],
+        timeout=10,
+    )
+    first, second = response.messages
+    assert first.to == "447000000001" and getattr(first, "from").value == "Acme"
+    assert first.HasField("scheduled") and first.scheduled is False
+    assert not first.HasField("send_at") and not first.HasField("id") and not first.channels
+    assert getattr(second, "from").value in POOL and second.scheduled is True
+    assert second.send_at == IN_A_DAY
+    assert stack.stored_count(message_uuid=second.message_uuid, scheduled=True) == 1
+
+
+def test_invalid_argument_carries_every_field_violation(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AddMessages(request(message(), message(to="1", body=""), key=stack.key), timeout=10)
+    code, info, details = call_error(raised.value)  # type: ignore[arg-type]
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.reason == "INVALID_REQUEST" and info.domain == "mplus"
+    (bad_request,) = [d for d in details if isinstance(d, error_details_pb2.BadRequest)]
+    assert [(v.field, v.reason) for v in bad_request.field_violations] == [
+        ("messages[1].to", "INVALID_PHONE_NUMBER"),
+        ("messages[1].body", "REQUIRED"),
+    ]
+
+
+def test_unauthenticated_without_a_valid_key(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    for key in ("", "mp_nope"):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.AddMessages(request(message(), key=key), timeout=10)
+        code, info, _ = call_error(raised.value)  # type: ignore[arg-type]
+        assert code is grpc.StatusCode.UNAUTHENTICATED and info.reason == "UNAUTHENTICATED"
+
+
+def test_a_reused_id_with_other_content_is_already_exists(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    client_id = str(uuid.uuid4())
+    first = stub.AddMessages(request(message(id=client_id), key=stack.key), timeout=10)
+    again = stub.AddMessages(request(message(id=client_id), key=stack.key), timeout=10)
+    assert again == first
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AddMessages(request(message(id=client_id, body="changed"), key=stack.key), timeout=10)
+    code, info, _ = call_error(raised.value)  # type: ignore[arg-type]
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+    assert dict(info.metadata) == {"field": "messages[0].id", "id": client_id}
+
+
+def test_dry_run_flags_store_nothing(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    before = stack.stored_count()
+    for flag in ("is_dryrun", "dry_run"):
+        response = stub.AddMessages(request(message(), key=stack.key, **{flag: True}), timeout=10)
+        assert len(response.messages) == 1
+    assert stack.stored_count() == before
+
+
+def test_health_reports_serving(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "mplus.v1.MessageService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
+    return subprocess.run(
+        [executable, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_grpcurl_lists_and_calls_through_reflection(stack: Stack) -> None:
+    listed = grpcurl("-plaintext", stack.grpc_target, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "mplus.v1.MessageService",
+    }
+    body = {
+        "batch": {
+            "messages": [
+                {
+                    "from": {"type": "custom", "value": "sender-id"},
+                    "to": "441111111111",
+                    "body": "by hand",
+                }
+            ]
+        }
+    }
+    called = grpcurl(
+        "-plaintext",
+        "-H",
+        f"x-api-key: {stack.key}",
+        "-d",
+        json.dumps(body),
+        stack.grpc_target,
+        "mplus.v1.MessageService/AddMessages",
+    )
+    assert called.returncode == 0, called.stderr
+    (added,) = json.loads(called.stdout)["messages"]
+    assert added["from"] == {"type": "custom", "value": "sender-id"} and added["scheduled"] is False
+    assert stack.stored_count(message_uuid=added["message_uuid"]) == 1  # grpcurl prints proto names
+
+
+def test_grpcurl_shows_error_details(stack: Stack) -> None:
+    called = grpcurl(
+        "-plaintext",
+        "-d",
+        json.dumps({"key": stack.key, "batch": {"messages": [{"to": "1"}]}}),
+        stack.grpc_target,
+        "mplus.v1.MessageService/AddMessages",
+    )
+    assert called.returncode != 0
+    assert "InvalidArgument" in called.stderr and "messages[0].to" in called.stderr
