@@ -1,0 +1,55 @@
+"""Protobuf presence survives translation: an omitted field is None, so defaults can fill it."""
+
+from __future__ import annotations
+
+import pytest
+from mplus.v1 import message_pb2, message_service_pb2
+
+from server.api.translate import api_key, command_from_request
+from server.domain.errors import Unauthenticated
+from server.domain.model import MessageDraft, SenderDraft
+
+
+def test_omitted_fields_become_none_and_given_ones_are_kept_even_when_empty() -> None:
+    message = message_pb2.Message(to="", body="hi", channels=["rcs"])
+    request = message_service_pb2.AddMessagesRequest(
+        key="k",
+        dry_run=True,
+        batch=message_service_pb2.MessageBatch(
+            messages=[message],
+            defaults=message_pb2.Defaults(
+                callback="https://a.b/c", **{"from": message_pb2.From(type="shared")}
+            ),
+        ),
+    )
+    command = command_from_request(request, [])
+    assert command.messages == [MessageDraft(to="", body="hi", channels=("rcs",))]
+    assert command.defaults == MessageDraft(
+        sender=SenderDraft("shared", ""), callback="https://a.b/c"
+    )
+    assert command.dry_run is True and command.api_key == "k"
+
+
+def test_no_defaults_is_none() -> None:
+    command = command_from_request(message_service_pb2.AddMessagesRequest(), [])
+    assert command.defaults is None and command.messages == [] and command.dry_run is False
+
+
+@pytest.mark.parametrize(
+    ("field", "metadata", "expected"),
+    [
+        ("k1", [], "k1"),
+        ("", [("x-api-key", "k2")], "k2"),
+        ("k1", [("x-api-key", "k1")], "k1"),
+        ("", [], None),
+    ],
+)
+def test_the_key_comes_from_the_field_or_the_header(
+    field: str, metadata: list[tuple[str, str]], expected: str | None
+) -> None:
+    assert api_key(field, metadata) == expected
+
+
+def test_a_field_and_header_naming_different_keys_are_refused() -> None:
+    with pytest.raises(Unauthenticated):
+        api_key("k1", [("x-api-key", "k2")])
