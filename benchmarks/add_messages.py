@@ -1,0 +1,237 @@
+"""AddMessages throughput: gRPC direct vs JSON through Envoy, batch sizes, SQLite vs PostgreSQL.
+
+Starts real `mplus serve` and Envoy processes on free loopback ports, drives them for a fixed
+time per case and prints requests/s, messages/s and ratios measured in the same run (this
+machine is shared and noisy: compare ratios, not absolute numbers across runs).
+
+    .venv/bin/python benchmarks/add_messages.py [--seconds 3] [--clients 8] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
+
+from server import gateway
+from server.config import Settings
+from server.service import accounts, senders
+from server.storage.database import create_database_engine
+from server.storage.migrate import upgrade
+from server.storage.unit_of_work import UnitOfWork
+
+BATCH_SIZES = (1, 100, 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (OSError, httpx.HTTPError, grpc.RpcError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    with tempfile.TemporaryDirectory() as data:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+@contextmanager
+def running_stack(database_url: str) -> Iterator[tuple[str, str, str]]:
+    """(key, gRPC target, JSON URL) of a migrated database behind a server and Envoy."""
+    with tempfile.TemporaryDirectory() as state:
+        settings = dataclasses.replace(
+            Settings(),
+            database_url=database_url,
+            state_dir=Path(state),
+            grpc_port=free_port(),
+            http_port=free_port(),
+            envoy_admin_port=free_port(),
+        )
+        engine = create_database_engine(database_url)
+        upgrade(engine)
+        senders.add_senders(lambda: UnitOfWork(engine), [f"4477009004{i:02d}" for i in range(20)])
+        key = accounts.create_account(lambda: UnitOfWork(engine), "bench").key
+        engine.dispose()
+        env = {
+            **os.environ,
+            "MPLUS_DATABASE_URL": database_url,
+            "MPLUS_STATE_DIR": state,
+            "MPLUS_GRPC_PORT": str(settings.grpc_port),
+        }
+        log = open(Path(state) / "processes.log", "wb")  # noqa: SIM115 - closed below
+        server = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=log, stderr=log
+        )
+        envoy = subprocess.Popen(
+            gateway.envoy_command(gateway.write_config(settings)), stdout=log, stderr=log
+        )
+        target = f"127.0.0.1:{settings.grpc_port}"
+        try:
+            with grpc.insecure_channel(target) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                wait(
+                    lambda: (
+                        health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                        == health_pb2.HealthCheckResponse.SERVING
+                    ),
+                    "the gRPC server",
+                )
+            admin = f"http://127.0.0.1:{settings.envoy_admin_port}"
+            wait(
+                lambda: "health_flags::healthy" in httpx.get(f"{admin}/clusters").text,
+                "Envoy",
+            )
+            yield key, target, f"http://127.0.0.1:{settings.http_port}/message"
+        finally:
+            for process in (envoy, server):
+                process.terminate()
+                process.wait(timeout=20)
+            log.close()
+
+
+def json_body(size: int, offset: int) -> bytes:
+    return json.dumps(
+        {
+            "defaults": {"from": {"type": "shared"}, "channels": ["rcs", "sms"]},
+            "messages": [
+                {"to": f"4470{(offset + i) % 50_000:08d}", "body": f"Benchmark message {i}"}
+                for i in range(size)
+            ],
+        }
+    ).encode()
+
+
+def grpc_request(size: int, offset: int, key: str) -> message_service_pb2.AddMessagesRequest:
+    defaults = message_pb2.Defaults(channels=["rcs", "sms"])
+    getattr(defaults, "from").type = "shared"
+    return message_service_pb2.AddMessagesRequest(
+        key=key,
+        batch=message_service_pb2.MessageBatch(
+            defaults=defaults,
+            messages=[
+                message_pb2.Message(to=f"4470{(offset + i) % 50_000:08d}", body=f"Benchmark {i}")
+                for i in range(size)
+            ],
+        ),
+    )
+
+
+def drive(send: Callable[[int], None], clients: int, seconds: float) -> int:
+    """Runs `send` from `clients` threads for `seconds`; returns completed requests."""
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        n = 0
+        while time.monotonic() < stop:
+            send(index * 1_000_000 + n)
+            n += 1
+        done[index] = n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done)
+
+
+def measure(database: str, url: str, clients: int, seconds: float) -> dict[tuple[str, int], float]:
+    results: dict[tuple[str, int], float] = {}
+    with running_stack(url) as (key, target, json_url):
+        channel = grpc.insecure_channel(target)
+        stub = message_service_pb2_grpc.MessageServiceStub(channel)
+        http = httpx.Client(timeout=60)
+        for size in BATCH_SIZES:
+            requests = {n: grpc_request(size, n * size, key) for n in range(32)}
+            bodies = {n: json_body(size, n * size) for n in range(32)}
+
+            def via_grpc(n: int, size: int = size, requests: dict = requests) -> None:  # type: ignore[type-arg]
+                stub.AddMessages(requests[n % 32], timeout=60)
+
+            def via_json(n: int, bodies: dict = bodies) -> None:  # type: ignore[type-arg]
+                response = http.post(json_url, params={"key": key}, content=bodies[n % 32])
+                response.raise_for_status()
+
+            for transport, send in (("grpc", via_grpc), ("json", via_json)):
+                send(0)  # warm up
+                started = time.monotonic()
+                count = drive(send, clients, seconds)
+                elapsed = time.monotonic() - started
+                results[(transport, size)] = count * size / elapsed
+                print(
+                    f"{database:<10} {transport:<5} batch={size:<5} "
+                    f"{count / elapsed:8.1f} req/s {count * size / elapsed:10.0f} msg/s",
+                    flush=True,
+                )
+        http.close()
+        channel.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = {
+            "sqlite": measure("sqlite", f"sqlite:///{scratch}/bench.db", args.clients, args.seconds)
+        }
+    if not args.no_postgres:
+        with postgres() as url:
+            runs["postgres"] = measure("postgres", url, args.clients, args.seconds)
+    print("\nratios (same run):")
+    for database, results in runs.items():
+        print(
+            f"{database:<10} bulk gain msg/s batch=1000 vs batch=1: "
+            f"grpc {results[('grpc', 1000)] / results[('grpc', 1)]:.1f}x, "
+            f"json {results[('json', 1000)] / results[('json', 1)]:.1f}x; "
+            f"json/grpc msg/s at batch=1: {results[('json', 1)] / results[('grpc', 1)]:.2f}, "
+            f"at batch=1000: {results[('json', 1000)] / results[('grpc', 1000)]:.2f}"
+        )
+    if "postgres" in runs:
+        for transport in ("grpc", "json"):
+            for size in BATCH_SIZES:
+                ratio = runs["postgres"][(transport, size)] / runs["sqlite"][(transport, size)]
+                print(f"postgres/sqlite msg/s {transport} batch={size}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
