@@ -19,7 +19,7 @@ from server.config import Settings
 from server.domain.errors import DomainError
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
-from server.storage.migrate import upgrade
+from server.storage.migrate import ensure_current, upgrade
 from server.storage.unit_of_work import UnitOfWork
 
 DEMO_ACCOUNT = "demo"
@@ -28,6 +28,7 @@ DEMO_SENDERS = ("447700900001", "447700900002", "447700900003")
 
 def _unit_of_work(settings: Settings) -> Callable[[], UnitOfWork]:
     engine = create_database_engine(settings.database_url, pool_size=2)
+    ensure_current(engine)
     return lambda: UnitOfWork(engine)
 
 

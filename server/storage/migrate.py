@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from server.config import PROJECT_ROOT
@@ -30,9 +32,7 @@ class SchemaOutOfDate(SystemExit):
 
 
 def ensure_current(engine: Engine) -> None:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
+    """Refuses to run on a schema that is behind (or ahead of) this code."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()

@@ -113,11 +113,13 @@ class SenderRepository:
     def add(self, senders: Collection[str], now: datetime) -> int:
         if not senders:
             return 0
-        statement = _upsertable_insert(self._connection, shared_senders).on_conflict_do_nothing()
-        result = self._connection.execute(
-            statement, [{"sender": s, "added_at": now} for s in senders]
+        statement = (
+            _upsertable_insert(self._connection, shared_senders)
+            .values([{"sender": s, "added_at": now} for s in senders])
+            .on_conflict_do_nothing()
+            .returning(shared_senders.c.sender)
         )
-        return max(result.rowcount, 0)
+        return len(self._connection.execute(statement).all())  # rowcount is -1 on psycopg
 
     def remove(self, senders: Collection[str]) -> int:
         result = self._connection.execute(

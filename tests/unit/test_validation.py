@@ -559,6 +559,8 @@ def test_a_repeated_id_is_reported_alongside_the_later_messages_other_violations
         ("2026-03-01T13:30:00+0100", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T13:30+01:00", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T13:30:00.250+0100", datetime(2026, 3, 1, 12, 30, 0, 250000, tzinfo=UTC)),
+        ("2026-03-01T13:30:00-01", datetime(2026, 3, 1, 14, 30, tzinfo=UTC)),
+        ("2026-03-01T13:30+01", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T07:00:00-05:30", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-02T01:30:00+13:00", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T12:30:00", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),  # no zone: GMT
