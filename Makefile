@@ -50,7 +50,7 @@ test: lint typecheck check-generated validate-envoy  ## everything CI runs
 	$(BIN)/pytest
 
 bench: install
-	$(BIN)/python benchmarks/add_messages.py
+	$(BIN)/python -m benchmarks.add_messages
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ Starts real `mplus serve` and Envoy processes on free loopback ports, drives the
 time per case and prints requests/s, messages/s and ratios measured in the same run (this
 machine is shared and noisy: compare ratios, not absolute numbers across runs).
 
-    .venv/bin/python benchmarks/add_messages.py [--seconds 3] [--clients 8] [--no-postgres]
+    .venv/bin/python -m benchmarks.add_messages [--seconds 3] [--clients 8] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,35 +25,17 @@ from pathlib import Path
 
 import grpc
 import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
-from server import gateway
 from server.config import Settings
+from server.processes import stop_process
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
+from tests.e2e.conftest import free_port, start_envoy, wait_for_serving
 
 BATCH_SIZES = (1, 100, 1000)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (OSError, httpx.HTTPError, grpc.RpcError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -93,35 +74,23 @@ def running_stack(database_url: str) -> Iterator[tuple[str, str, str]]:
             "MPLUS_STATE_DIR": state,
             "MPLUS_GRPC_PORT": str(settings.grpc_port),
         }
-        log = open(Path(state) / "processes.log", "wb")  # noqa: SIM115 - closed below
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=log, stderr=log
-        )
-        envoy = subprocess.Popen(
-            gateway.envoy_command(gateway.write_config(settings)), stdout=log, stderr=log
-        )
+        log = Path(state) / "processes.log"
+        with log.open("wb") as sink:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=sink, stderr=sink
+            )
         target = f"127.0.0.1:{settings.grpc_port}"
         try:
-            with grpc.insecure_channel(target) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                wait(
-                    lambda: (
-                        health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                        == health_pb2.HealthCheckResponse.SERVING
-                    ),
-                    "the gRPC server",
-                )
-            admin = f"http://127.0.0.1:{settings.envoy_admin_port}"
-            wait(
-                lambda: "health_flags::healthy" in httpx.get(f"{admin}/clusters").text,
-                "Envoy",
-            )
+            wait_for_serving(target)
+            envoy = start_envoy(settings, Path(state) / "envoy.log")
+        except BaseException:
+            stop_process(server)
+            raise
+        try:
             yield key, target, f"http://127.0.0.1:{settings.http_port}/message"
         finally:
-            for process in (envoy, server):
-                process.terminate()
-                process.wait(timeout=20)
-            log.close()
+            stop_process(envoy)
+            stop_process(server)
 
 
 def json_body(size: int, offset: int) -> bytes:

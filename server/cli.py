@@ -17,6 +17,7 @@ from server import gateway
 from server.api.server import serve
 from server.config import Settings
 from server.domain.errors import DomainError
+from server.processes import stop_process
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current, upgrade
@@ -68,13 +69,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.2)
     for child in reversed(children):  # the gateway first, so no request arrives mid-shutdown
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_process(child)
     failed = [child.args for child in children if child.returncode not in (0, -signal.SIGTERM)]
     if not stopping or failed:
         print(f"mplus up: a process exited unexpectedly: {failed}", file=sys.stderr)

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 from server import gateway
 from server.api.server import GrpcServer, create_server
 from server.config import Settings
+from server.processes import stop_process
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages
 from server.storage.database import create_database_engine
@@ -104,15 +105,6 @@ def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
     wait_until(ready, "envoy to be ready with a healthy upstream")
     return process
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")

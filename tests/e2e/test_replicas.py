@@ -18,12 +18,13 @@ import pytest
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 from sqlalchemy import Engine, select
 
+from server.processes import stop_process
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import free_port, stop_process, wait_for_serving
+from tests.e2e.conftest import free_port, wait_for_serving
 
 pytestmark = pytest.mark.postgres
 
