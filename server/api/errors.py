@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.domain.errors import (
     IdConflict,
     InvalidRequest,
     NoSharedSenders,
     Unauthenticated,
+    Violation,
 )
+from server.storage.errors import ConflictingWrite, StorageUnavailable
 
 ERROR_DOMAIN = "mplus"
+DETAILS_BUDGET_BYTES = 3000
+"""Room for the listed violations: grpc-status-details-bin goes out base64-encoded (4/3) in
+a trailer that peers cap at 8 KiB, next to grpc-message, which repeats the first five."""
 log = logging.getLogger(__name__)
 
 
@@ -38,22 +42,36 @@ def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 
+def _bad_request(violations: Sequence[Violation]) -> error_details_pb2.BadRequest:
+    """As many violations as fit the budget, in order: details travel in a trailer, and
+    clients and Envoy refuse trailers past 8 KiB (1000 bad messages would be far more)."""
+    bad_request = error_details_pb2.BadRequest()
+    size = 0
+    for v in violations:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=v.field, description=v.description, reason=v.reason
+        )
+        size += violation.ByteSize() + 3
+        if size > DETAILS_BUDGET_BYTES:
+            break
+        bad_request.field_violations.append(violation)
+    return bad_request
+
+
 def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
     match error:
         case InvalidRequest(violations=violations):
+            bad_request = _bad_request(violations)
             return (
                 code_pb2.INVALID_ARGUMENT,
                 str(error),
                 [
-                    _info("INVALID_REQUEST", violations=str(len(violations))),
-                    error_details_pb2.BadRequest(
-                        field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(
-                                field=v.field, description=v.description, reason=v.reason
-                            )
-                            for v in violations
-                        ]
+                    _info(
+                        "INVALID_REQUEST",
+                        violations=str(len(violations)),
+                        listed=str(len(bad_request.field_violations)),
                     ),
+                    bad_request,
                 ],
             )
         case Unauthenticated():
@@ -81,21 +99,25 @@ def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
                     ),
                 ],
             )
-        case DBAPIError() | PoolTimeout() if _is_outage(error):
-            log.warning("storage unavailable: %s", type(error).__name__)
+        case StorageUnavailable():
+            log.warning("storage unavailable: %s", error)
             return (
                 code_pb2.UNAVAILABLE,
-                "storage is unavailable, nothing was stored; retry later",
+                f"{error}; the messages may not have been stored: "
+                "retry later, with an id on each message to make the retry safe",
                 [_info("STORAGE_UNAVAILABLE")],
             )
+        case ConflictingWrite():
+            return (
+                code_pb2.ABORTED,
+                "concurrent requests kept conflicting; nothing was stored, retry",
+                [_info("CONCURRENT_CONFLICT")],
+            )
         case _:
-            log.exception("unexpected error", exc_info=error)
-            return code_pb2.INTERNAL, "internal error, nothing was stored", [_info("INTERNAL")]
-
-
-def _is_outage(error: Exception) -> bool:
-    """Connection loss, timeouts and locks: the database, not the request, is at fault."""
-    if isinstance(error, PoolTimeout):
-        return True
-    assert isinstance(error, DBAPIError)
-    return error.connection_invalidated or type(error).__name__ == "OperationalError"
+            log.error("unexpected error: %s", type(error).__name__, exc_info=error)
+            return (
+                code_pb2.INTERNAL,
+                "internal error; the messages may not have been stored: "
+                "retry with an id on each message to make the retry safe",
+                [_info("INTERNAL")],
+            )

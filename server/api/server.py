@@ -12,7 +12,6 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from mplus.v1 import message_service_pb2_grpc
 
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import Settings
@@ -53,9 +52,7 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
             ("grpc.max_send_message_length", settings.max_request_bytes * 2),
         ],
     )
-    message_service_pb2_grpc.add_MessageServiceServicer_to_server(
-        MessageServicer(add_messages), server
-    )
+    MessageServicer(add_messages).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

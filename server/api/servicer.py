@@ -3,26 +3,58 @@
 from __future__ import annotations
 
 import grpc
-from mplus.v1 import message_service_pb2, message_service_pb2_grpc
+from google.protobuf import message as protobuf_message
+from mplus.v1 import message_service_pb2
 
 from server.api import errors, translate
+from server.domain.errors import InvalidRequest, Violation
 from server.service.add_messages import AddMessages
 
 SERVICE_NAME: str = message_service_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name
 
 
-class MessageServicer(message_service_pb2_grpc.MessageServiceServicer):
+class MessageServicer:
     def __init__(self, add_messages: AddMessages) -> None:
         self._add_messages = add_messages
 
     def AddMessages(
-        self,
-        request: message_service_pb2.AddMessagesRequest,
-        context: grpc.ServicerContext,
+        self, request: bytes, context: grpc.ServicerContext
     ) -> message_service_pb2.AddMessagesResponse:
+        """Takes the raw request: a malformed one (bad UTF-8, broken wire format) is then an
+        INVALID_ARGUMENT like any other bad input, not grpcio's INTERNAL with a traceback."""
         try:
-            command = translate.command_from_request(request, context.invocation_metadata())
+            parsed = _parse(request)
+            command = translate.command_from_request(parsed, context.invocation_metadata())
             accepted = self._add_messages(command)
         except Exception as error:
             context.abort_with_status(errors.status_for(error))
         return translate.response_from_accepted(accepted)
+
+    def register(self, server: grpc.Server) -> None:
+        """Registers AddMessages with no deserializer, so that `_parse` sees every request."""
+        handlers = {
+            "AddMessages": grpc.unary_unary_rpc_method_handler(
+                self.AddMessages,
+                request_deserializer=None,
+                response_serializer=message_service_pb2.AddMessagesResponse.SerializeToString,
+            )
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+
+
+def _parse(request: bytes) -> message_service_pb2.AddMessagesRequest:
+    try:
+        return message_service_pb2.AddMessagesRequest.FromString(request)
+    except protobuf_message.DecodeError:
+        raise InvalidRequest(
+            [
+                Violation(
+                    "request",
+                    "is not a valid mplus.v1.AddMessagesRequest (malformed protobuf or "
+                    "invalid UTF-8 in a string field)",
+                    "MALFORMED_REQUEST",
+                )
+            ]
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf import json_format, struct_pb2
 from mplus.v1 import message_pb2, message_service_pb2
 
 from server.domain.errors import Unauthenticated
@@ -25,9 +26,19 @@ def draft_from_proto(message: message_pb2.Message | message_pb2.Defaults) -> Mes
         sender=SenderDraft(sender.type, sender.value) if sender is not None else None,
         body=given("body"),
         callback=given("callback"),
-        channels=tuple(message.channels) or None,
+        channels=_channels(message.channels) if message.HasField("channels") else None,
         id=given("id"),
         send_at=given("send_at"),
+    )
+
+
+def _channels(values: struct_pb2.ListValue) -> tuple[str, ...]:
+    """Strings as they are; anything else as its JSON text, which no channel name matches."""
+    return tuple(
+        value.string_value
+        if value.WhichOneof("kind") == "string_value"
+        else json_format.MessageToJson(value, indent=None)
+        for value in values.values
     )
 
 

@@ -22,6 +22,8 @@ _PHONE = re.compile(r"\+?[0-9]{7,15}")
 _ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 \-_.&]{1,11}")
 _NUMERIC_SENDER = re.compile(r"[0-9]{3,15}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
 _ISO_8601 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)"
     r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
@@ -100,7 +102,7 @@ def _validate_one(
         body=body,
         callback=draft.callback,
         channels=channels,
-        channels_given=bool(draft.channels),
+        channels_given=draft.channels is not None,
         id=draft.id,
         send_at=draft.send_at,
         send_at_utc=send_at_utc,
@@ -170,6 +172,12 @@ def _check_body(raw: str | None, issues: _Collector, limits: Limits) -> str | No
     if raw is None or not raw.strip():
         issues.add("body", "is required and must not be blank", "REQUIRED")
         return None
+    if _CONTROL.search(raw):
+        issues.add(
+            "body",
+            "must not contain control characters other than tab, line feed and carriage return",
+            "CONTROL_CHARACTER",
+        )
     if len(raw) > limits.max_body_chars:
         issues.add(
             "body",
@@ -199,7 +207,7 @@ def _callback_problem(raw: str) -> str | None:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         return invalid
-    if parts.scheme not in ("http", "https") or not host or any(ch.isspace() for ch in raw):
+    if parts.scheme not in ("http", "https") or not host or _URL_FORBIDDEN.search(raw):
         return invalid
     return None
 
@@ -212,8 +220,10 @@ def _id_problem(raw: str) -> str | None:
 
 
 def _check_channels(raw: tuple[str, ...] | None, issues: _Collector) -> tuple[str, ...]:
-    if not raw:
+    if raw is None:
         return DEFAULT_CHANNELS
+    if not raw:
+        issues.add("channels", "must name at least one channel when given", "EMPTY_CHANNELS")
     seen: set[str] = set()
     for position, channel in enumerate(raw):
         if channel not in CHANNELS:
@@ -243,7 +253,7 @@ def parse_send_at(raw: str) -> datetime | None:
         zone += ":00"
     try:
         return datetime.fromisoformat(f"{date}T{time}{zone}").astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # no such date, or beyond year 1..9999 once in UTC
         return None
 
 

@@ -11,7 +11,8 @@ from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
 from server.service.clock import Environment
-from server.storage.repositories import ConflictingWrite, StoredMessage
+from server.storage.errors import ConflictingWrite
+from server.storage.repositories import StoredMessage
 from server.storage.unit_of_work import UnitOfWork
 
 ATTEMPTS = 3

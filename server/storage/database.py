@@ -31,6 +31,7 @@ def create_database_engine(url: str, pool_size: int = 16) -> Engine:
             max_overflow=0,
             pool_timeout=10,
             pool_pre_ping=True,
+            hide_parameters=True,  # message bodies and numbers stay out of error logs
             connect_args={"options": timeouts, "connect_timeout": 5},
         )
     raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
@@ -46,6 +47,7 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=10,
+        hide_parameters=True,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
 

@@ -13,11 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from server.domain.model import AcceptedMessage
+from server.storage.errors import ConflictingWrite
 from server.storage.tables import accounts, api_keys, queued_messages, sender_pins, shared_senders
-
-
-class ConflictingWrite(Exception):
-    """A concurrent transaction stored the same unique value first; retrying will see it."""
 
 
 def _upsertable_insert(connection: Connection, table: Any) -> Any:
@@ -56,9 +53,6 @@ class AccountRepository:
             )
         ).first()
         return row.id if row else None
-
-    def count(self) -> int:
-        return self._connection.execute(select(func.count()).select_from(accounts)).scalar_one()
 
     def summaries(self) -> list[AccountSummary]:
         active = (

@@ -5,17 +5,19 @@ from __future__ import annotations
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from server.storage.errors import ConflictingWrite, StorageUnavailable
 from server.storage.repositories import (
     AccountRepository,
-    ConflictingWrite,
     KeyRepository,
     MessageRepository,
     SenderRepository,
 )
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+"""PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
 
 
 class UnitOfWork:
@@ -30,8 +32,14 @@ class UnitOfWork:
         self._transaction: RootTransaction | None = None
 
     def __enter__(self) -> UnitOfWork:
-        self._connection = self._engine.connect()
-        self._transaction = self._connection.begin()
+        try:
+            self._connection = self._engine.connect()
+            self._transaction = self._connection.begin()
+        except (DBAPIError, PoolTimeout) as error:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            raise _translated(error) from error
         self.accounts = AccountRepository(self._connection)
         self.keys = KeyRepository(self._connection)
         self.senders = SenderRepository(self._connection)
@@ -52,13 +60,25 @@ class UnitOfWork:
         try:
             if self._transaction.is_active:
                 self._transaction.rollback()
+        except DBAPIError:
+            if exc is None:
+                raise
+            # The connection died with the request's own error; that error is what matters.
         finally:
             self._connection.close()
             self._connection = self._transaction = None
-        if isinstance(exc, DBAPIError) and _is_transient_conflict(exc):
-            raise ConflictingWrite("the database aborted a conflicting transaction") from exc
+        if isinstance(exc, DBAPIError | PoolTimeout):
+            translated = _translated(exc)
+            if translated is not exc:
+                raise translated from exc
 
 
-def _is_transient_conflict(error: DBAPIError) -> bool:
-    """PostgreSQL's serialization failure or deadlock: the transaction is safe to run again."""
-    return getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+def _translated(error: DBAPIError | PoolTimeout) -> Exception:
+    """Races become ConflictingWrite, outages StorageUnavailable; anything else is a bug."""
+    if isinstance(error, PoolTimeout):
+        return StorageUnavailable("no database connection was free in time")
+    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return ConflictingWrite("the database aborted a conflicting transaction")
+    if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+        return StorageUnavailable(f"database unavailable ({type(error.orig).__name__})")
+    return error

@@ -189,3 +189,35 @@ def test_grpcurl_shows_error_details(stack: Stack) -> None:
     )
     assert called.returncode != 0
     assert "InvalidArgument" in called.stderr and "messages[0].to" in called.stderr
+
+
+def test_a_malformed_request_is_invalid_argument_not_internal(
+    stack: Stack, channel: grpc.Channel
+) -> None:
+    valid = request(message(body="placeholder"), key=stack.key).SerializeToString()
+    broken_utf8 = valid.replace(b"placeholder", b"bad\xff\xfeutf")
+    raw = channel.unary_unary(
+        "/mplus.v1.MessageService/AddMessages",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    for payload in (broken_utf8, b"\xff\xff\xff\xff"):
+        with pytest.raises(grpc.RpcError) as raised:
+            raw(payload, timeout=10)
+        code, _info, details = call_error(raised.value)  # type: ignore[arg-type]
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        (bad_request,) = [d for d in details if isinstance(d, error_details_pb2.BadRequest)]
+        assert [v.reason for v in bad_request.field_violations] == ["MALFORMED_REQUEST"]
+
+
+def test_a_thousand_invalid_messages_fit_in_the_status_grpc_clients_accept(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    messages = [message(to=f"4411111{i:05d}", callback="my-website.com/dr") for i in range(1000)]
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AddMessages(request(*messages, key=stack.key), timeout=10)
+    code, info, details = call_error(raised.value)  # type: ignore[arg-type]
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.metadata["violations"] == "1000"
+    (bad_request,) = [d for d in details if isinstance(d, error_details_pb2.BadRequest)]
+    assert len(bad_request.field_violations) == int(info.metadata["listed"]) > 0

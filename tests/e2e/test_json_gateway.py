@@ -360,3 +360,61 @@ def test_native_grpc_is_served_on_the_same_port_as_json(stack: Stack) -> None:
         )
     assert response.messages[0].to == "441111111111"
     assert stack.stored_count(message_uuid=response.messages[0].message_uuid) == 1
+
+
+def test_a_thousand_invalid_messages_get_a_400_listing_what_fits(stack: Stack) -> None:
+    body = {
+        "defaults": {"from": custom("abc"), "callback": "my-website.com/dr"},
+        "messages": [{"to": f"4411111{i:05d}", "body": "hi"} for i in range(1000)],
+    }
+    response = stack.post(body)
+    assert response.status_code == 400
+    error = response.json()
+    (info,) = [d for d in error["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert info["metadata"]["violations"] == "1000"
+    listed = bad_request_fields(error)
+    assert listed == [f"messages[{i}].callback" for i in range(len(listed))]
+    assert str(len(listed)) == info["metadata"]["listed"]
+    assert "and 995 more" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "violation"),
+    [
+        ({"channels": []}, "messages[0].channels"),
+        ({"channels": [None]}, "messages[0].channels[0]"),
+        ({"channels": ["sms", 1]}, "messages[0].channels[1]"),
+        ({"body": "a\u0000b"}, "messages[0].body"),
+        ({"callback": "https://example.com/\u0000"}, "messages[0].callback"),
+        ({"send_at": "9999-12-31T23:59:59-01:00"}, "messages[0].send_at"),
+        ({"send_at": "0001-01-01T00:00:00+01:00"}, "messages[0].send_at"),
+    ],
+    ids=[
+        "empty-channels",
+        "null-channel",
+        "number-channel",
+        "nul-body",
+        "nul-callback",
+        "after-year-9999",
+        "before-year-1",
+    ],
+)
+def test_hostile_values_are_field_violations(
+    stack: Stack, fields: dict[str, Any], violation: str
+) -> None:
+    message = {"from": custom("Acme"), "to": "441111111111", "body": "Hi", **fields}
+    response = stack.post({"messages": [message]})
+    assert response.status_code == 400, response.text
+    assert bad_request_fields(response.json()) == [violation]
+
+
+def test_an_empty_channel_list_in_a_message_overrides_the_defaults_and_is_rejected(
+    stack: Stack,
+) -> None:
+    body = {
+        "defaults": {"from": custom("Acme"), "channels": ["rcs"]},
+        "messages": [{"to": "441111111111", "body": "Hi", "channels": []}],
+    }
+    response = stack.post(body)
+    assert response.status_code == 400
+    assert bad_request_fields(response.json()) == ["messages[0].channels"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from sqlalchemy.exc import OperationalError
 
 from server.api.errors import status_for
 from server.domain.errors import (
@@ -17,6 +17,7 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
+from server.storage.errors import ConflictingWrite, StorageUnavailable
 
 
 def decoded(status: grpc.Status) -> tuple[grpc.StatusCode, status_pb2.Status]:
@@ -53,17 +54,33 @@ def test_the_summary_message_stays_short_for_many_violations() -> None:
     assert len(bad_request.field_violations) == 40
 
 
+def test_thousands_of_violations_fit_the_trailer_peers_accept() -> None:
+    violations = [
+        Violation(f"messages[{i}].callback", "must be an absolute http or https URL", "INVALID")
+        for i in range(1000)
+    ]
+    status = status_for(InvalidRequest(violations))
+    _, decoded_status = decoded(status)
+    trailer = base64.b64encode(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    assert len(trailer) + len(status.details.encode()) < 8192
+    info = detail(decoded_status, error_details_pb2.ErrorInfo)
+    bad_request = detail(decoded_status, error_details_pb2.BadRequest)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    listed = len(bad_request.field_violations)
+    assert 20 <= listed < 1000
+    assert dict(info.metadata) == {"violations": "1000", "listed": str(listed)}
+    assert [v.field for v in bad_request.field_violations] == [v.field for v in violations[:listed]]
+
+
 @pytest.mark.parametrize(
     ("error", "code", "reason"),
     [
         (Unauthenticated("no key"), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
         (IdConflict("messages[3].id", "b2693dfe"), grpc.StatusCode.ALREADY_EXISTS, "ID_REUSED"),
         (NoSharedSenders(), grpc.StatusCode.FAILED_PRECONDITION, "SHARED_SENDER_POOL_EMPTY"),
-        (
-            OperationalError("SELECT 1", {}, Exception("connection refused")),
-            grpc.StatusCode.UNAVAILABLE,
-            "STORAGE_UNAVAILABLE",
-        ),
+        (StorageUnavailable("db down"), grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE"),
+        (ConflictingWrite("race"), grpc.StatusCode.ABORTED, "CONCURRENT_CONFLICT"),
     ],
 )
 def test_each_error_has_its_code_and_an_error_info(

@@ -1,8 +1,9 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -26,10 +27,10 @@ class Message(_message.Message):
     to: str
     body: str
     callback: str
-    channels: _containers.RepeatedScalarFieldContainer[str]
+    channels: _struct_pb2.ListValue
     id: str
     send_at: str
-    def __init__(self, to: _Optional[str] = ..., body: _Optional[str] = ..., callback: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., send_at: _Optional[str] = ..., **kwargs) -> None: ...
+    def __init__(self, to: _Optional[str] = ..., body: _Optional[str] = ..., callback: _Optional[str] = ..., channels: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., id: _Optional[str] = ..., send_at: _Optional[str] = ..., **kwargs) -> None: ...
 
 class Defaults(_message.Message):
     __slots__ = ("to", "body", "callback", "channels", "id", "send_at")
@@ -43,10 +44,10 @@ class Defaults(_message.Message):
     to: str
     body: str
     callback: str
-    channels: _containers.RepeatedScalarFieldContainer[str]
+    channels: _struct_pb2.ListValue
     id: str
     send_at: str
-    def __init__(self, to: _Optional[str] = ..., body: _Optional[str] = ..., callback: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., send_at: _Optional[str] = ..., **kwargs) -> None: ...
+    def __init__(self, to: _Optional[str] = ..., body: _Optional[str] = ..., callback: _Optional[str] = ..., channels: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., id: _Optional[str] = ..., send_at: _Optional[str] = ..., **kwargs) -> None: ...
 
 class AddedMessage(_message.Message):
     __slots__ = ("to", "body", "callback", "channels", "id", "send_at", "batch_uuid", "message_uuid", "scheduled")

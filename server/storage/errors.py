@@ -1,0 +1,12 @@
+"""Storage failures in the service's terms; SQLAlchemy's exceptions stop at the unit of work."""
+
+from __future__ import annotations
+
+
+class ConflictingWrite(Exception):
+    """A concurrent transaction won a race (a unique value, a deadlock); running again is safe."""
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached or did not answer in time; the request's outcome is
+    unknown only if the failure hit the commit itself."""
