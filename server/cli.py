@@ -78,6 +78,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    logging.getLogger("alembic").setLevel(logging.INFO)  # say which migrations ran
     upgrade(create_database_engine(settings.database_url, pool_size=1))
     print("database schema is up to date")
     return 0
@@ -219,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(Settings.from_env(), args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class Settings:
         env = os.environ if env is None else env
         defaults = cls()
 
-        def integer(name: str, default: int) -> int:
+        def integer(name: str, default: int, low: int = 0, high: int = 65535) -> int:
             raw = env.get(name)
             if raw is None or raw == "":
                 return default
@@ -47,27 +48,45 @@ class Settings:
                 value = int(raw)
             except ValueError:
                 raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-            if value < 0:
-                raise SystemExit(f"{name} must not be negative, got {raw!r}")
+            if not low <= value <= high:
+                raise SystemExit(f"{name} must be between {low} and {high}, got {raw!r}")
             return value
+
+        def address(name: str, default: str) -> str:
+            raw = env.get(name) or default
+            try:
+                ipaddress.ip_address(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"{name} must be an IP address such as 127.0.0.1 or 0.0.0.0, got {raw!r}"
+                ) from None
+            return raw
 
         state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
-            grpc_host=env.get("MPLUS_GRPC_HOST") or defaults.grpc_host,
+            grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
             grpc_port=integer("MPLUS_GRPC_PORT", defaults.grpc_port),
-            http_host=env.get("MPLUS_HTTP_HOST") or defaults.http_host,
+            http_host=address("MPLUS_HTTP_HOST", defaults.http_host),
             http_port=integer("MPLUS_HTTP_PORT", defaults.http_port),
             envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port),
-            max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers),
-            max_concurrent_rpcs=integer("MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs),
-            max_request_bytes=integer("MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024),
+            max_concurrent_rpcs=integer(
+                "MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs, 1, 100_000
+            ),
+            max_request_bytes=integer(
+                "MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, 1 << 30
+            ),
             state_dir=state_dir,
             limits=Limits(
-                max_messages=integer("MPLUS_MAX_MESSAGES", defaults.limits.max_messages),
-                max_body_chars=integer("MPLUS_MAX_BODY_CHARS", defaults.limits.max_body_chars),
+                max_messages=integer(
+                    "MPLUS_MAX_MESSAGES", defaults.limits.max_messages, 1, 100_000
+                ),
+                max_body_chars=integer(
+                    "MPLUS_MAX_BODY_CHARS", defaults.limits.max_body_chars, 1, 1_000_000
+                ),
                 max_schedule_days=integer(
-                    "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days
+                    "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days, 1, 3650
                 ),
             ),
         )

@@ -114,7 +114,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         Settings(),
         database_url=f"sqlite:///{state / 'mplus.db'}",
         state_dir=state,
-        grpc_port=free_port(),
         http_port=free_port(),
         envoy_admin_port=free_port(),
         max_request_bytes=1024 * 1024,
@@ -125,11 +124,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     senders.add_senders(unit_of_work, POOL)
     account = accounts.create_account(unit_of_work, "e2e")
     server: GrpcServer = create_server(
-        AddMessages(unit_of_work, settings.limits),
-        f"127.0.0.1:{settings.grpc_port}",
-        settings,
+        AddMessages(unit_of_work, settings.limits), "127.0.0.1:0", settings
     )
     server.start()
+    settings = dataclasses.replace(settings, grpc_port=server.port)  # Envoy's upstream
     envoy_log = state / "envoy.log"
     envoy = start_envoy(settings, envoy_log)
     try:

@@ -1,0 +1,59 @@
+"""Settings come from MPLUS_* variables once; bad values stop the start with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import Limits, Settings
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = Settings.from_env({})
+    assert (settings.grpc_host, settings.grpc_port) == ("127.0.0.1", 50051)
+    assert (settings.http_host, settings.http_port, settings.envoy_admin_port) == (
+        "127.0.0.1",
+        8080,
+        9901,
+    )
+    assert settings.limits == Limits(max_messages=1000, max_body_chars=1600, max_schedule_days=180)
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
+        "var/mplus.db"
+    )
+
+
+def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "MPLUS_STATE_DIR": str(tmp_path),
+            "MPLUS_GRPC_PORT": "6000",
+            "MPLUS_HTTP_PORT": "6001",
+            "MPLUS_MAX_MESSAGES": "10",
+        }
+    )
+    assert settings.database_url == f"sqlite:///{tmp_path / 'mplus.db'}"
+    assert (settings.grpc_port, settings.http_port, settings.limits.max_messages) == (
+        6000,
+        6001,
+        10,
+    )
+    url = "postgresql://u:p@db/mplus"
+    assert Settings.from_env({"MPLUS_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("MPLUS_GRPC_PORT", "http", "must be an integer"),
+        ("MPLUS_HTTP_PORT", "70000", "between 0 and 65535"),
+        ("MPLUS_MAX_SCHEDULE_DAYS", "999999999", "between 1 and 3650"),
+        ("MPLUS_MAX_MESSAGES", "0", "between 1 and 100000"),
+        ("MPLUS_GRPC_HOST", "localhost", "must be an IP address"),
+        ("MPLUS_HTTP_HOST", "example.com", "must be an IP address"),
+    ],
+)
+def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        Settings.from_env({name: value})
+    assert name in str(raised.value) and complaint in str(raised.value)
