@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.service import senders
 from tests.e2e.conftest import POOL, Stack
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -418,3 +419,16 @@ def test_an_empty_channel_list_in_a_message_overrides_the_defaults_and_is_reject
     response = stack.post(body)
     assert response.status_code == 400
     assert bad_request_fields(response.json()) == ["messages[0].channels"]
+
+
+def test_an_empty_shared_pool_is_a_400_failed_precondition(stack: Stack) -> None:
+    senders.remove_senders(stack.unit_of_work, POOL)
+    try:
+        message = {"from": {"type": "shared"}, "to": "447000000777", "body": "Hi"}
+        response = stack.post({"messages": [message]})
+    finally:
+        senders.add_senders(stack.unit_of_work, POOL)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["code"] == 9 and "shared sender pool is empty" in error["message"]
+    assert stack.post({"messages": [message]}).status_code == 200
