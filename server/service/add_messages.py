@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from server.config import Limits
-from server.domain.errors import DomainError, IdConflict, NoSharedSenders, Unauthenticated
+from server.domain.errors import IdConflict, InvalidRequest, NoSharedSenders, Unauthenticated
 from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
@@ -36,33 +37,39 @@ class AddMessages:
     environment: Environment = field(default_factory=Environment)
 
     def __call__(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
+        now = self.environment.now()
+        outgoing: list[OutgoingMessage] = []
+        invalid: InvalidRequest | None = None
+        try:
+            outgoing = validate_messages(command.messages, command.defaults, self.limits, now)
+        except InvalidRequest as error:
+            invalid = error  # reported after authentication, which always comes first
+        if not command.api_key:
+            raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return self._attempt(command)
+                return self._transaction(command.api_key, outgoing, invalid, command.dry_run, now)
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
-    def _attempt(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
-        now = self.environment.now()
-        outgoing: list[OutgoingMessage] | None = None
-        invalid: DomainError | None = None
-        try:
-            outgoing = validate_messages(command.messages, command.defaults, self.limits, now)
-        except DomainError as error:
-            invalid = error  # reported after authentication, which always comes first
-        if not command.api_key:
-            raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
+    def _transaction(
+        self,
+        api_key: str,
+        outgoing: list[OutgoingMessage],
+        invalid: InvalidRequest | None,
+        dry_run: bool,
+        now: datetime,
+    ) -> list[AcceptedMessage]:
         with self.unit_of_work() as uow:
-            account_id = uow.keys.account_for(hash_key(command.api_key))
+            account_id = uow.keys.account_for(hash_key(api_key))
             if account_id is None:
                 raise Unauthenticated("unknown or revoked API key")
             if invalid is not None:
                 raise invalid
-            assert outgoing is not None
-            accepted, new = self._accept(uow, account_id, outgoing, command.dry_run)
-            if not command.dry_run:
+            accepted, new = self._accept(uow, account_id, outgoing, dry_run)
+            if not dry_run:
                 uow.messages.add_many(account_id, new, now)
                 uow.commit()
             return accepted

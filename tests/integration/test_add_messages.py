@@ -12,10 +12,12 @@ from sqlalchemy import Engine, func, select
 
 from server.config import Limits
 from server.domain.errors import IdConflict, InvalidRequest, NoSharedSenders, Unauthenticated
-from server.domain.model import MessageDraft, SenderDraft
+from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
+from server.storage.database import create_database_engine
+from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
 
@@ -312,3 +314,34 @@ def test_a_thousand_messages_are_stored_in_one_request(
     assert len(accepted) == 1000
     assert count(engine, queued_messages) == 1000
     assert count(engine, sender_pins) == 500
+
+
+@pytest.mark.postgres
+def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
+    postgres_url: str,
+) -> None:
+    """The race the unique constraint settles: our insert fails, the retry replays theirs."""
+    engine = create_database_engine(postgres_url)
+    upgrade(engine)
+    key = accounts.create_account(lambda: UnitOfWork(engine), "racer").key
+    message = draft(id=TestIdempotency.ID)
+    competitor = AddMessages(lambda: UnitOfWork(engine))
+    theirs: list[AcceptedMessage] = []
+
+    class RacedUnitOfWork(UnitOfWork):
+        def __enter__(self) -> UnitOfWork:
+            uow = super().__enter__()
+            if not theirs:  # first attempt: the competitor commits between our read and write
+                add_many = uow.messages.add_many
+
+                def add_many_after_competitor(*args: Any) -> None:
+                    theirs.extend(competitor(AddMessagesCommand(key, [message])))
+                    add_many(*args)
+
+                uow.messages.add_many = add_many_after_competitor  # type: ignore[method-assign]
+            return uow
+
+    ours = AddMessages(lambda: RacedUnitOfWork(engine))(AddMessagesCommand(key, [message]))
+    assert ours[0].message_uuid == theirs[0].message_uuid
+    assert count(engine, queued_messages) == 1
+    engine.dispose()
