@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -91,16 +90,16 @@ class OutgoingMessage:
         A retry sent later still matches: `send_at` counts as the instant given (or its
         absence), not the moment the message was accepted.
         """
-        content = {
-            "to": self.to,
-            "from": [self.sender_type.value, self.sender_id],
-            "body": self.body,
-            "callback": self.callback,
-            "channels": list(self.channels),
-            "send_at": self.send_at_utc.isoformat() if self.send_at_utc else None,
-        }
-        encoded = json.dumps(content, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+        content = (
+            self.to,
+            self.sender_type.value,
+            self.sender_id,
+            self.body,
+            self.callback,
+            self.channels,
+            self.send_at_utc.isoformat() if self.send_at_utc else None,
+        )
+        return hashlib.sha256(repr(content).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
