@@ -44,7 +44,7 @@ def postgres() -> Iterator[str]:
         warnings.simplefilter("ignore")
         import pgserver
     with tempfile.TemporaryDirectory() as data:
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
         try:
             yield server.get_uri()
         finally:
@@ -106,7 +106,8 @@ def json_body(size: int, offset: int) -> bytes:
 
 
 def grpc_request(size: int, offset: int, key: str) -> message_service_pb2.AddMessagesRequest:
-    defaults = message_pb2.Defaults(channels=["rcs", "sms"])
+    defaults = message_pb2.Defaults()
+    defaults.channels.extend(["rcs", "sms"])
     getattr(defaults, "from").type = "shared"
     return message_service_pb2.AddMessagesRequest(
         key=key,

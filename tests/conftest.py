@@ -31,7 +31,9 @@ def postgres_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         warnings.simplefilter("ignore")
         import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop"
+    )
     try:
         yield server.get_uri()
     finally:

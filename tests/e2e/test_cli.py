@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,10 @@ def accepts_connections(port: int) -> bool:
         return False
 
 
+def closed(port: int) -> bool:
+    return not accepts_connections(port)
+
+
 def group_is_gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -389,7 +394,7 @@ def assert_stopped_cleanly(cli: Cli, up: Up) -> None:
     assert code == 0, up.output()
     assert "Traceback" not in up.output()
     for port in (cli.http_port, cli.grpc_port, cli.admin_port):
-        wait_for(lambda port=port: not accepts_connections(port), f"port {port} to close", 5)
+        wait_for(partial(closed, port), f"port {port} to close", 5)
     wait_for(lambda: group_is_gone(up.process.pid), "the server and Envoy to exit", 5)
 
 

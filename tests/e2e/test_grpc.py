@@ -21,9 +21,11 @@ from tests.e2e.test_json_gateway import IN_A_DAY
 
 
 def message(**fields: str) -> message_pb2.Message:
-    sender = {"type": fields.pop("type", "custom"), "value": fields.pop("value", "Acme")}
-    built = message_pb2.Message(**{"to": "441111111111", "body": "Hello", **fields})
-    getattr(built, "from").CopyFrom(message_pb2.From(**sender))
+    sender = message_pb2.From(type=fields.pop("type", "custom"), value=fields.pop("value", "Acme"))
+    built = message_pb2.Message(to="441111111111", body="Hello")
+    for name, value in fields.items():
+        setattr(built, name, value)
+    getattr(built, "from").CopyFrom(sender)
     return built
 
 

@@ -126,7 +126,7 @@ SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
 
 def expected_echo(message: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     merged = {**defaults, **message}
-    echo = {
+    echo: dict[str, Any] = {
         k: merged[k]
         for k in ("to", "body", "from", "callback", "channels", "id", "send_at")
         if k in merged

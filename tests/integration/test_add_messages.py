@@ -338,7 +338,7 @@ def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
                     theirs.extend(competitor(AddMessagesCommand(key, [message])))
                     add_many(*args)
 
-                uow.messages.add_many = add_many_after_competitor  # type: ignore[method-assign]
+                uow.messages.add_many = add_many_after_competitor  # type: ignore[method-assign,assignment]
             return uow
 
     ours = AddMessages(lambda: RacedUnitOfWork(engine))(AddMessagesCommand(key, [message]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import grpc
 import pytest
@@ -26,7 +27,7 @@ def decoded(status: grpc.Status) -> tuple[grpc.StatusCode, status_pb2.Status]:
     return status.code, status_pb2.Status.FromString(value)
 
 
-def detail(status: status_pb2.Status, kind: type) -> object:
+def detail(status: status_pb2.Status, kind: Any) -> object:
     (found,) = [d for d in status.details if d.Is(kind.DESCRIPTOR)]
     unpacked = kind()
     found.Unpack(unpacked)
@@ -61,7 +62,9 @@ def test_thousands_of_violations_fit_the_trailer_peers_accept() -> None:
     ]
     status = status_for(InvalidRequest(violations))
     _, decoded_status = decoded(status)
-    trailer = base64.b64encode(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    details_bin = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(details_bin, bytes)
+    trailer = base64.b64encode(details_bin)
     assert len(trailer) + len(status.details.encode()) < 8192
     info = detail(decoded_status, error_details_pb2.ErrorInfo)
     bad_request = detail(decoded_status, error_details_pb2.BadRequest)

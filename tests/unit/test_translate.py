@@ -11,15 +11,16 @@ from server.domain.model import MessageDraft, SenderDraft
 
 
 def test_omitted_fields_become_none_and_given_ones_are_kept_even_when_empty() -> None:
-    message = message_pb2.Message(to="", body="hi", channels=["rcs"])
+    message = message_pb2.Message(to="", body="hi")
+    message.channels.extend(["rcs"])
+    defaults = message_pb2.Defaults(callback="https://a.b/c")
+    getattr(defaults, "from").type = "shared"
     request = message_service_pb2.AddMessagesRequest(
         key="k",
         dry_run=True,
         batch=message_service_pb2.MessageBatch(
             messages=[message],
-            defaults=message_pb2.Defaults(
-                callback="https://a.b/c", **{"from": message_pb2.From(type="shared")}
-            ),
+            defaults=defaults,
         ),
     )
     command = command_from_request(request, [])
