@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ POOL = ("447700900101", "447700900102", "447700900103", "447700900104")
 
 
 @pytest.fixture(scope="session")
-def postgres_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_base_url() -> Iterator[str]:
     """A PostgreSQL server for the session: MPLUS_TEST_DATABASE_URL, or a pgserver of our own."""
     configured = os.environ.get("MPLUS_TEST_DATABASE_URL")
     if configured:
@@ -31,13 +33,14 @@ def postgres_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         warnings.simplefilter("ignore")
         import pgserver
 
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop"
-    )
+    # Not under pytest's basetemp: another pytest run on the machine may rotate that away.
+    data = Path(tempfile.mkdtemp(prefix="mplus-test-pg-"))
+    server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
