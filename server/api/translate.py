@@ -64,24 +64,19 @@ def command_from_request(
 
 
 def added_message(accepted: AcceptedMessage) -> message_pb2.AddedMessage:
-    message = accepted.message
     added = message_pb2.AddedMessage(
-        to=message.to,
-        body=message.body,
+        to=accepted.to,
+        body=accepted.body,
+        callback=accepted.callback,
+        channels=accepted.channels,
+        id=accepted.id,
+        send_at=accepted.send_at,
         batch_uuid=accepted.batch_uuid,
         message_uuid=accepted.message_uuid,
         scheduled=accepted.scheduled,
     )
     sender = getattr(added, "from")  # `from` is a Python keyword
-    sender.type, sender.value = message.sender_type.value, accepted.sender
-    if message.callback is not None:
-        added.callback = message.callback
-    if message.channels_given:
-        added.channels.extend(message.channels)
-    if message.id is not None:
-        added.id = message.id
-    if message.send_at is not None:
-        added.send_at = message.send_at
+    sender.type, sender.value = accepted.sender_type.value, accepted.sender
     return added
 
 

@@ -104,11 +104,39 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class AcceptedMessage:
-    """A message the service queued (or, in a dry run, would queue)."""
+    """One entry of the answer: a message as it was queued (or, in a dry run, would be).
 
-    message: OutgoingMessage
+    A replayed id answers with the stored entry, exactly as it was first answered.
+    """
+
+    to: str
+    body: str
+    sender_type: SenderType
     sender: str
     """The sender ID it goes out from: the custom ID or the assigned shared one."""
+    callback: str | None
+    channels: tuple[str, ...] | None
+    """As given; None when the caller left the default."""
+    id: str | None
+    send_at: str | None
     message_uuid: str
     batch_uuid: str
     scheduled: bool
+
+    @classmethod
+    def of(
+        cls, message: OutgoingMessage, sender: str, message_uuid: str, batch_uuid: str
+    ) -> AcceptedMessage:
+        return cls(
+            to=message.to,
+            body=message.body,
+            sender_type=message.sender_type,
+            sender=sender,
+            callback=message.callback,
+            channels=message.channels if message.channels_given else None,
+            id=message.id,
+            send_at=message.send_at,
+            message_uuid=message_uuid,
+            batch_uuid=batch_uuid,
+            scheduled=message.scheduled,
+        )

@@ -13,7 +13,7 @@ from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, 
 from server.domain.validation import validate_messages
 from server.service.clock import Environment
 from server.storage.errors import ConflictingWrite
-from server.storage.repositories import StoredMessage
+from server.storage.repositories import NewMessage
 from server.storage.unit_of_work import UnitOfWork
 
 ATTEMPTS = 3
@@ -76,8 +76,8 @@ class AddMessages:
 
     def _accept(
         self, uow: UnitOfWork, account_id: str, outgoing: list[OutgoingMessage], dry_run: bool
-    ) -> tuple[list[AcceptedMessage], list[AcceptedMessage]]:
-        """Every message's result, in order, and the subset that is new and must be stored."""
+    ) -> tuple[list[AcceptedMessage], list[NewMessage]]:
+        """Every message's result, in order, and the new messages that must be stored."""
         stored = uow.messages.by_client_ids(
             account_id, {m.client_id for m in outgoing if m.client_id is not None}
         )
@@ -89,21 +89,22 @@ class AddMessages:
             dry_run,
         )
         accepted: list[AcceptedMessage] = []
-        new: list[AcceptedMessage] = []
+        new: list[NewMessage] = []
         for index, message in enumerate(outgoing):
             previous = stored.get(message.client_id) if message.client_id else None
             if previous is not None:
-                accepted.append(_replay(index, message, previous))
+                if previous.fingerprint != message.fingerprint():
+                    raise IdConflict(f"messages[{index}].id", message.id or "")
+                accepted.append(previous.accepted)  # the stored answer, as first given
                 continue
-            result = AcceptedMessage(
-                message=message,
+            result = AcceptedMessage.of(
+                message,
                 sender=message.sender_id or shared_senders[message.to],
                 message_uuid=self.environment.new_uuid(),
                 batch_uuid=self.environment.new_uuid(),
-                scheduled=message.scheduled,
             )
             accepted.append(result)
-            new.append(result)
+            new.append(NewMessage(message, result))
         return accepted, new
 
     def _shared_senders(
@@ -126,15 +127,3 @@ class AddMessages:
         uow.senders.pin(account_id, choices, now)
         # Read back: a concurrent request may have pinned some destinations first, and wins.
         return choices | uow.senders.pinned(account_id, destinations)
-
-
-def _replay(index: int, message: OutgoingMessage, previous: StoredMessage) -> AcceptedMessage:
-    if previous.fingerprint != message.fingerprint():
-        raise IdConflict(f"messages[{index}].id", message.id or "")
-    return AcceptedMessage(
-        message=message,
-        sender=previous.sender,
-        message_uuid=previous.message_uuid,
-        batch_uuid=previous.batch_uuid,
-        scheduled=previous.scheduled,
-    )

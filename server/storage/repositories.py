@@ -6,13 +6,13 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Insert, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from server.domain.model import AcceptedMessage
+from server.domain.model import AcceptedMessage, OutgoingMessage, SenderType
 from server.storage.errors import ConflictingWrite
 from server.storage.tables import accounts, api_keys, queued_messages, sender_pins, shared_senders
 
@@ -166,11 +166,15 @@ class SenderRepository:
 
 @dataclass(frozen=True)
 class StoredMessage:
-    message_uuid: str
-    batch_uuid: str
+    """A queued message found by its client id: its content's fingerprint and first answer."""
+
     fingerprint: str
-    sender: str
-    scheduled: bool
+    accepted: AcceptedMessage
+
+
+class NewMessage(NamedTuple):
+    message: OutgoingMessage
+    accepted: AcceptedMessage
 
 
 class MessageRepository:
@@ -183,51 +187,59 @@ class MessageRepository:
         if not client_ids:
             return {}
         rows = self._connection.execute(
-            select(
-                queued_messages.c.client_id,
-                queued_messages.c.message_uuid,
-                queued_messages.c.batch_uuid,
-                queued_messages.c.fingerprint,
-                queued_messages.c.sender,
-                queued_messages.c.scheduled,
-            ).where(
+            select(queued_messages).where(
                 queued_messages.c.account_id == account_id,
                 queued_messages.c.client_id.in_(list(client_ids)),
             )
         )
         return {
             row.client_id: StoredMessage(
-                row.message_uuid, row.batch_uuid, row.fingerprint, row.sender, row.scheduled
+                row.fingerprint,
+                AcceptedMessage(
+                    to=row.destination,
+                    body=row.body,
+                    sender_type=SenderType(row.sender_type),
+                    sender=row.sender,
+                    callback=row.callback,
+                    channels=tuple(row.channels) if row.channels_given else None,
+                    id=row.submitted_id,
+                    send_at=row.send_at,
+                    message_uuid=row.message_uuid,
+                    batch_uuid=row.batch_uuid,
+                    scheduled=row.scheduled,
+                ),
             )
             for row in rows
         }
 
-    def add_many(self, account_id: str, messages: Sequence[AcceptedMessage], now: datetime) -> None:
+    def add_many(self, account_id: str, messages: Sequence[NewMessage], now: datetime) -> None:
         """Queues the messages in one statement; a client id stored meanwhile → ConflictingWrite."""
         if not messages:
             return
         rows = [
             {
-                "message_uuid": m.message_uuid,
-                "batch_uuid": m.batch_uuid,
+                "message_uuid": accepted.message_uuid,
+                "batch_uuid": accepted.batch_uuid,
                 "account_id": account_id,
-                "client_id": m.message.client_id,
-                "fingerprint": m.message.fingerprint(),
-                "destination": m.message.to,
-                "sender_type": m.message.sender_type.value,
-                "sender": m.sender,
-                "body": m.message.body,
-                "callback": m.message.callback,
-                "channels": list(m.message.channels),
-                "send_at": m.message.send_at,
-                "due_at": m.message.due_at,
-                "scheduled": m.scheduled,
+                "client_id": message.client_id,
+                "submitted_id": message.id,
+                "fingerprint": message.fingerprint(),
+                "destination": message.to,
+                "sender_type": message.sender_type.value,
+                "sender": accepted.sender,
+                "body": message.body,
+                "callback": message.callback,
+                "channels": list(message.channels),
+                "channels_given": message.channels_given,
+                "send_at": message.send_at,
+                "due_at": message.due_at,
+                "scheduled": accepted.scheduled,
                 "status": "queued",
                 "created_at": now,
             }
             # One lock order for every transaction: two requests storing the same ids wait for
             # each other instead of deadlocking.
-            for m in sorted(messages, key=lambda m: m.message.client_id or "")
+            for message, accepted in sorted(messages, key=lambda m: m.message.client_id or "")
         ]
         try:
             self._connection.execute(insert(queued_messages), rows)

@@ -69,7 +69,7 @@ def test_accepted_messages_are_stored_with_what_a_dispatcher_needs(
             ],
         )
     )
-    assert [a.message.to for a in accepted] == ["441111111111", "442222222222"]
+    assert [a.to for a in accepted] == ["441111111111", "442222222222"]
     assert len({a.message_uuid for a in accepted} | {a.batch_uuid for a in accepted}) == 4
     rows = {row.message_uuid: row for row in stored_rows(engine)}
     assert set(rows) == {a.message_uuid for a in accepted}
@@ -139,7 +139,7 @@ def test_defaults_fill_what_messages_omit(
         )
     )
     assert [a.sender for a in accepted] == ["mplus-test", "specific"]
-    assert [a.message.callback for a in accepted] == ["https://a.b/c", "https://a.b/c"]
+    assert [a.callback for a in accepted] == ["https://a.b/c", "https://a.b/c"]
 
 
 class TestSharedSenders:
@@ -244,6 +244,22 @@ class TestIdempotency:
             first.sender,
         )
         assert count(engine, queued_messages) == 2
+
+    def test_a_replay_answers_exactly_as_the_first_time_whatever_the_spelling(
+        self, add_messages: AddMessages, account: accounts.NewAccount
+    ) -> None:
+        first = add_messages(
+            AddMessagesCommand(account.key, [draft(id=self.ID, send_at="2026-03-02T09:00:00Z")])
+        )[0]
+        respelled = draft(
+            id=self.ID.upper(),
+            to="+44 1111 111111",
+            send_at="2026-03-02T10:00+01:00",
+            channels=("sms",),
+        )
+        again = add_messages(AddMessagesCommand(account.key, [respelled]))[0]
+        assert again == first
+        assert (again.send_at, again.channels, again.id) == ("2026-03-02T09:00:00Z", None, self.ID)
 
     def test_reusing_an_id_for_different_content_is_a_conflict(
         self, add_messages: AddMessages, account: accounts.NewAccount, engine: Engine
