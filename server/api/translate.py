@@ -44,7 +44,7 @@ def _channels(values: struct_pb2.ListValue) -> tuple[str, ...]:
 
 def api_key(request_key: str, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
     """The `key` field (the `?key=` query parameter over JSON) or the x-api-key metadata."""
-    header_keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str)}
+    header_keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str) and v}
     if len(header_keys) > 1 or (request_key and header_keys and header_keys != {request_key}):
         raise Unauthenticated("the key parameter and the x-api-key header name different keys")
     return request_key or next(iter(header_keys), None)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.service import senders
+from server.service import accounts, senders
 from tests.e2e.conftest import POOL, Stack
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -248,9 +248,16 @@ class TestApiKey:
         response = stack.post(self.BODY, params={}, headers={"x-api-key": stack.key})
         assert response.status_code == 200
 
-    def test_header_and_query_naming_different_keys_is_401(self, stack: Stack) -> None:
-        response = stack.post(self.BODY, headers={"x-api-key": "mp_other"})
-        assert response.status_code == 401
+    def test_header_and_query_naming_different_valid_keys_is_401(self, stack: Stack) -> None:
+        other = accounts.create_account(stack.unit_of_work, f"other-{uuid.uuid4()}").key
+        before = stack.stored_count()
+        for params, header in (({"key": stack.key}, other), ({"key": other}, stack.key)):
+            response = stack.post(self.BODY, params=params, headers={"x-api-key": header})
+            assert response.status_code == 401
+        assert stack.stored_count() == before
+
+    def test_an_empty_x_api_key_header_counts_as_absent(self, stack: Stack) -> None:
+        assert stack.post(self.BODY, headers={"x-api-key": ""}).status_code == 200
 
     def test_a_key_in_the_json_body_never_authenticates(self, stack: Stack) -> None:
         body = {**self.BODY, "key": stack.key}
@@ -293,17 +300,13 @@ def test_a_dry_run_answers_in_full_and_stores_nothing(stack: Stack, flag: str) -
 
 
 def test_resending_an_id_replays_and_other_content_is_409(stack: Stack) -> None:
-    message = {
-        "from": custom("Acme"),
-        "to": "441111111111",
-        "body": "Once",
-        "id": str(uuid.uuid4()),
-    }
+    client_id = str(uuid.uuid4())
+    message = {"from": custom("Acme"), "to": "441111111111", "body": "Once", "id": client_id}
     first = stack.post({"messages": [message]}).json()["messages"][0]
     respelled = {
         **message,
         "to": "+44 1111 111111",
-        "id": message["id"].upper(),
+        "id": client_id.upper(),
         "channels": ["sms"],
     }
     again = stack.post({"messages": [respelled]}).json()["messages"][0]
@@ -438,3 +441,46 @@ def test_an_empty_shared_pool_is_a_400_failed_precondition(stack: Stack) -> None
     error = response.json()
     assert error["code"] == 9 and "shared sender pool is empty" in error["message"]
     assert stack.post({"messages": [message]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "reason"),
+    [
+        ("batch.defaults.body=injected", "batch.defaults.body", "UNKNOWN_QUERY_PARAMETER"),
+        ("batch.defaults.from.type=shared", "batch.defaults.from.type", "UNKNOWN_QUERY_PARAMETER"),
+        ("is_dryrun=true", "is_dryrun", "UNKNOWN_QUERY_PARAMETER"),
+        ("isDryrun=yes", "isDryrun", "INVALID_BOOLEAN"),
+        ("dryRun=1", "dryRun", "INVALID_BOOLEAN"),
+        ("dryRun=true&dryRun=false", "dryRun", "REPEATED_PARAMETER"),
+    ],
+)
+def test_only_the_documented_query_parameters_are_accepted(
+    stack: Stack, query: str, field: str, reason: str
+) -> None:
+    body = {"messages": [{"from": custom("Acme"), "to": "441111111111", "body": "Hi"}]}
+    before = stack.stored_count()
+    response = httpx.post(
+        f"{stack.http_url}/message?key={stack.key}&{query}", json=body, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    (bad_request,) = [
+        d for d in response.json()["details"] if d["@type"].endswith("google.rpc.BadRequest")
+    ]
+    assert [(v["field"], v["reason"]) for v in bad_request["fieldViolations"]] == [(field, reason)]
+    assert stack.stored_count() == before
+
+
+def test_a_repeated_key_is_refused_whichever_comes_last(stack: Stack) -> None:
+    body = {"messages": [{"from": custom("Acme"), "to": "441111111111", "body": "Hi"}]}
+    for query in (f"key=mp_other&key={stack.key}", f"key={stack.key}&key=mp_other"):
+        response = httpx.post(f"{stack.http_url}/message?{query}", json=body, timeout=30)
+        assert response.status_code == 400
+        assert bad_request_fields(response.json()) == ["key"]
+
+
+def test_explicit_false_flags_store_the_messages(stack: Stack) -> None:
+    before = stack.stored_count()
+    body = {"messages": [{"from": custom("Acme"), "to": "441111111111", "body": "Hi"}]}
+    response = stack.post(body, params={"key": stack.key, "isDryrun": "false", "dryRun": "false"})
+    assert response.status_code == 200
+    assert stack.stored_count() == before + 1
