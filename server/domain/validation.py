@@ -18,15 +18,16 @@ SCHEDULE_THRESHOLD = timedelta(minutes=5)
 """`send_at` further ahead than this is scheduled; nearer, or past, is sent now."""
 MAX_CALLBACK_CHARS = 2048
 
-_PHONE = re.compile(r"\+?[0-9]{7,15}")
-_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 \-_.&]{1,11}")
+_PHONE = re.compile(r"\+?[1-9][0-9]{6,14}")  # E.164: no leading zero
+_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])(?! )[A-Za-z0-9 \-_.&]{1,11}(?<! )")
 _NUMERIC_SENDER = re.compile(r"[0-9]{3,15}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
 _ISO_8601 = re.compile(
-    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)"
-    r"(?P<zone>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]"
+    r"(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)"
+    r"(?P<zone>[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 
 
@@ -162,7 +163,8 @@ def _check_sender(draft: MessageDraft, issues: _Collector) -> tuple[SenderType |
         issues.add(
             "from.value",
             "must be an alphanumeric sender ID of 1 to 11 characters (letters, digits, space, "
-            "'-', '_', '.', '&'; at least one letter) or a number of 3 to 15 digits",
+            "'-', '_', '.', '&'; at least one letter; no leading or trailing space) "
+            "or a number of 3 to 15 digits",
             "INVALID_SENDER_ID",
         )
     return sender_type, sender.value
@@ -244,10 +246,11 @@ def parse_send_at(raw: str) -> datetime | None:
     if match is None:
         return None
     date, time, zone = match.group("date", "time", "zone")
+    time = time.replace(",", ".")  # ISO 8601 allows either decimal sign
     if "." in time:  # Python keeps microseconds: trim nanosecond precision, never round up.
         whole, fraction = time.split(".")
         time = f"{whole}.{fraction[:6]}"
-    if zone in (None, "Z"):
+    if zone in (None, "Z", "z"):
         zone = "+00:00"
     elif len(zone) == 3:  # ±hh
         zone += ":00"

@@ -235,6 +235,8 @@ def test_to_is_accepted_and_normalised_to_digits_only(to: str, normalised: str) 
         "44+7700900123",
         "447700900123+",
         "+",
+        "0441111111111",  # E.164 numbers never start with 0
+        "+0 7700 900123",
     ],
 )
 def test_to_that_is_not_7_to_15_digits_is_rejected(to: str) -> None:
@@ -311,6 +313,9 @@ def test_a_numeric_sender_of_3_to_15_digits_is_accepted(value: str) -> None:
         "1234567890123456",  # numeric, 16 digits
         "+447700900123",
         "123 456",  # digits and a space, no letter
+        " Acme",  # leading space
+        "Acme ",  # trailing space
+        "a          ",
     ],
 )
 def test_a_custom_sender_value_outside_both_formats_is_rejected(value: str) -> None:
@@ -560,6 +565,8 @@ def test_a_repeated_id_is_reported_alongside_the_later_messages_other_violations
         ("2026-03-01T13:30+01:00", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T13:30:00.250+0100", datetime(2026, 3, 1, 12, 30, 0, 250000, tzinfo=UTC)),
         ("2026-03-01T13:30:00-01", datetime(2026, 3, 1, 14, 30, tzinfo=UTC)),
+        ("2026-03-01T12:30:15,5Z", datetime(2026, 3, 1, 12, 30, 15, 500000, tzinfo=UTC)),
+        ("2026-03-01t12:30:15z", datetime(2026, 3, 1, 12, 30, 15, tzinfo=UTC)),
         ("2026-03-01T13:30+01", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-01T07:00:00-05:30", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
         ("2026-03-02T01:30:00+13:00", datetime(2026, 3, 1, 12, 30, tzinfo=UTC)),
