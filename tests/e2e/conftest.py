@@ -25,16 +25,24 @@ from server.service import accounts, senders
 from server.service.add_messages import AddMessages
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
-from server.storage.tables import queued_messages
+from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
 
 POOL = ("447700900201", "447700900202", "447700900203")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on, never the same twice in this run (the kernel may repeat)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -74,6 +82,11 @@ class Stack:
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)
+
+    def pin_count(self) -> int:
+        with self.engine.connect() as connection:
+            query = select(func.count()).select_from(sender_pins)
+            return int(connection.execute(query).scalar_one())
 
     def stored_count(self, **where: Any) -> int:
         query = select(func.count()).select_from(queued_messages)

@@ -240,9 +240,7 @@ def test_invalid_sender_number_is_refused_and_nothing_is_added(migrated: Cli) ->
 
 
 def test_serve_before_db_upgrade_exits_quickly_and_says_what_to_do(cli: Cli) -> None:
-    started = time.monotonic()
-    result = cli.run("serve", timeout=20)
-    assert time.monotonic() - started < 15
+    result = cli.run("serve", timeout=20)  # a server that started anyway would time out here
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     assert "mplus db upgrade" in result.stderr

@@ -37,7 +37,7 @@ SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
                 "body": "This is a test message!",
                 "callback": "https://my-callback.com/delivery-receipt",
                 "channels": ["sms"],
-                "id": "b2693dfe-0813-427a-bc2f-62b0e9292403",
+                "id": str(uuid.uuid4()),  # the page's b2693dfe-… would replay on a rerun
                 "send_at": IN_A_DAY,
             }
         ]
@@ -288,12 +288,13 @@ def test_a_dry_run_answers_in_full_and_stores_nothing(stack: Stack, flag: str) -
             }
         ]
     }
-    before = stack.stored_count()
+    before, pins_before = stack.stored_count(), stack.pin_count()
     response = stack.post(body, params={"key": stack.key, flag: "true"})
     assert response.status_code == 200
     (preview,) = response.json()["messages"]
     assert preview["from"]["value"] in POOL and preview["scheduled"] is False
     assert stack.stored_count() == before
+    assert stack.pin_count() == pins_before  # no sticky assignment recorded
     real = stack.post(body).json()["messages"][0]
     assert real["messageUuid"] != preview["messageUuid"]
     assert stack.stored_count() == before + 1

@@ -103,6 +103,7 @@ def test_two_processes_agree_on_senders_and_ids_under_parallel_load(
                     ),
                     timeout=30,
                 )
+                assert [m.to for m in response.messages] == [m.to for m in batch]
                 added.extend(response.messages)
         finally:
             for channel in channels:
@@ -139,4 +140,4 @@ def test_two_processes_agree_on_senders_and_ids_under_parallel_load(
     assert sorted(stored_ids) == sorted(uuids_by_id)  # each id stored exactly once
     acknowledged = {added.message_uuid for added in answered}
     assert acknowledged == {row.message_uuid for row in stored}  # nothing lost, nothing extra
-    assert len(answered) > THREADS * REQUESTS_PER_THREAD
+    assert len(answered) >= THREADS * REQUESTS_PER_THREAD  # every request was answered in full

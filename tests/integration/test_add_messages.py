@@ -361,3 +361,50 @@ def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
     assert ours[0].message_uuid == theirs[0].message_uuid
     assert count(engine, queued_messages) == 1
     engine.dispose()
+
+
+class PickAt(random.Random):
+    """An rng whose choice is fixed: which pool sender a request would pick."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(0)
+        self.index = index
+
+    def choice(self, seq: Any) -> Any:
+        return seq[self.index]
+
+
+@pytest.mark.postgres
+def test_a_number_pinned_by_a_concurrent_request_mid_transaction_keeps_that_sender(
+    postgres_url: str, pool: tuple[str, ...]
+) -> None:
+    """The race the sticky read-back settles: their pin wins, our answer uses it."""
+    engine = create_database_engine(postgres_url)
+    upgrade(engine)
+    senders.add_senders(lambda: UnitOfWork(engine), pool)
+    key = accounts.create_account(lambda: UnitOfWork(engine), "racer").key
+    message = draft(sender=SHARED, to="447000000321")
+    competitor = AddMessages(lambda: UnitOfWork(engine), environment=Environment(rng=PickAt(0)))
+    theirs: list[AcceptedMessage] = []
+
+    class RacedUnitOfWork(UnitOfWork):
+        def __enter__(self) -> UnitOfWork:
+            uow = super().__enter__()
+            pin = uow.senders.pin
+
+            def pin_after_competitor(*args: Any) -> None:
+                theirs.extend(competitor(AddMessagesCommand(key, [message])))
+                pin(*args)
+
+            uow.senders.pin = pin_after_competitor  # type: ignore[method-assign,assignment]
+            return uow
+
+    ours = AddMessages(lambda: RacedUnitOfWork(engine), environment=Environment(rng=PickAt(1)))(
+        AddMessagesCommand(key, [message])
+    )
+    assert theirs[0].sender == sorted(pool)[0]
+    assert ours[0].sender == theirs[0].sender
+    with engine.connect() as connection:
+        pins = connection.execute(select(sender_pins.c.destination, sender_pins.c.sender)).all()
+    assert [tuple(p) for p in pins] == [("447000000321", sorted(pool)[0])]
+    engine.dispose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-from server.storage.migrate import ensure_current
+from server.storage.database import create_database_engine
+from server.storage.migrate import SchemaOutOfDate, ensure_current, upgrade
 from server.storage.tables import metadata
 
 
@@ -16,5 +18,12 @@ def test_the_migrated_schema_matches_the_tables(engine: Engine) -> None:
         assert compare_metadata(context, metadata) == []
 
 
-def test_a_migrated_database_is_current(engine: Engine) -> None:
-    ensure_current(engine)
+def test_the_service_refuses_a_database_that_is_not_migrated(database_url: str) -> None:
+    engine = create_database_engine(database_url, pool_size=1)
+    try:
+        with pytest.raises(SchemaOutOfDate, match="mplus db upgrade"):
+            ensure_current(engine)
+        upgrade(engine)
+        ensure_current(engine)  # and accepts it once upgraded
+    finally:
+        engine.dispose()

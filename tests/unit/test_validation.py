@@ -792,3 +792,21 @@ def test_an_unscheduled_message_retried_later_keeps_its_fingerprint(send_at: str
     retry = accept_one(draft(send_at=send_at), now=NOW + timedelta(minutes=2))
     assert first.due_at != retry.due_at
     assert first.fingerprint() == retry.fingerprint()
+
+
+def test_the_stored_fingerprint_format_does_not_drift() -> None:
+    """Fingerprints are persisted: a change here turns every retry of a stored id into a
+    conflict, so it needs a migration that recomputes them. The value pins the format."""
+    message = accept_one(
+        draft(
+            to="+44 7700 900123",
+            sender=SenderDraft("custom", "Acme"),
+            body="Hello",
+            callback="https://example.com/dr",
+            channels=("rcs", "sms"),
+            send_at="2026-03-02T09:00:00Z",
+        )
+    )
+    assert message.fingerprint() == (
+        "716ffff7e1ac75aaf879d6e6563fb98e7921fedca7adc185a1bbba31d684695a"
+    )
