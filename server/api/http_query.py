@@ -11,34 +11,46 @@ from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlsplit
 
-from server.domain.errors import InvalidRequest, Violation
+from server.domain.errors import Violation
 
 ORIGINAL_PATH_METADATA = "x-envoy-original-path"
 FLAGS = ("isDryrun", "dryRun")
 ALLOWED = ("key", *FLAGS)
 
 
-def check_query(metadata: Sequence[tuple[str, str | bytes]]) -> None:
-    """Raises InvalidRequest for unknown, repeated or non-boolean query parameters."""
+def _parameters(metadata: Sequence[tuple[str, str | bytes]]) -> list[tuple[str, str]] | None:
+    """The original query's (name, value) pairs; None for native gRPC, which has no query."""
     paths = [v for k, v in metadata if k == ORIGINAL_PATH_METADATA and isinstance(v, str)]
     if not paths:
-        return  # native gRPC: no query string
-    parameters = parse_qsl(urlsplit(paths[0]).query, keep_blank_values=True)
+        return None
+    return parse_qsl(urlsplit(paths[0]).query, keep_blank_values=True)
+
+
+def query_values(metadata: Sequence[tuple[str, str | bytes]], name: str) -> list[str]:
+    """Every value the original query gives `name` (Envoy binds only the last one)."""
+    return [value for key, value in _parameters(metadata) or [] if key == name]
+
+
+def query_violations(metadata: Sequence[tuple[str, str | bytes]]) -> list[Violation]:
+    """Unknown parameters, and flags repeated or not "true"/"false"; reported with the body's
+    violations, after authentication (which also refuses a query naming two keys)."""
+    parameters = _parameters(metadata)
+    if parameters is None:
+        return []
     violations: list[Violation] = []
     counts = Counter(name for name, _ in parameters)
     for name, count in counts.items():
         if name not in ALLOWED:
             violations.append(
                 Violation(
-                    name,
+                    name or "(empty name)",
                     f"is not a query parameter of POST /message (allowed: {', '.join(ALLOWED)})",
                     "UNKNOWN_QUERY_PARAMETER",
                 )
             )
-        elif count > 1:
+        elif name in FLAGS and count > 1:
             violations.append(Violation(name, "must be given at most once", "REPEATED_PARAMETER"))
     for name, value in parameters:
         if name in FLAGS and counts[name] == 1 and value not in ("true", "false"):
             violations.append(Violation(name, 'must be "true" or "false"', "INVALID_BOOLEAN"))
-    if violations:
-        raise InvalidRequest(violations)
+    return violations

@@ -24,8 +24,9 @@ class MessageServicer:
         INVALID_ARGUMENT like any other bad input, not grpcio's INTERNAL with a traceback."""
         try:
             metadata = context.invocation_metadata()
-            http_query.check_query(metadata)
-            command = translate.command_from_request(_parse(request), metadata)
+            command = translate.command_from_request(
+                _parse(request), metadata, http_query.query_violations(metadata)
+            )
             accepted = self._add_messages(command)
         except Exception as error:
             context.abort_with_status(errors.status_for(error))

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from google.protobuf import json_format, struct_pb2
 from mplus.v1 import message_pb2, message_service_pb2
 
-from server.domain.errors import Unauthenticated
+from server.api import http_query
+from server.domain.errors import Unauthenticated, Violation
 from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service.add_messages import AddMessagesCommand
 
@@ -43,16 +44,24 @@ def _channels(values: struct_pb2.ListValue) -> tuple[str, ...]:
 
 
 def api_key(request_key: str, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
-    """The `key` field (the `?key=` query parameter over JSON) or the x-api-key metadata."""
-    header_keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str) and v}
-    if len(header_keys) > 1 or (request_key and header_keys and header_keys != {request_key}):
-        raise Unauthenticated("the key parameter and the x-api-key header name different keys")
-    return request_key or next(iter(header_keys), None)
+    """The `key` field (the `?key=` query parameter over JSON) or the x-api-key metadata.
+
+    Naming two different keys (query and header, or `?key=` twice) is refused: it is
+    ambiguous which account speaks, and Envoy itself would keep only the last `?key=`.
+    """
+    keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str) and v}
+    keys.update(v for v in http_query.query_values(metadata, "key") if v)
+    if request_key:
+        keys.add(request_key)
+    if len(keys) > 1:
+        raise Unauthenticated("the request names more than one API key (query and x-api-key)")
+    return next(iter(keys), None)
 
 
 def command_from_request(
     request: message_service_pb2.AddMessagesRequest,
     metadata: Sequence[tuple[str, str | bytes]],
+    transport_violations: Sequence[Violation] = (),
 ) -> AddMessagesCommand:
     batch = request.batch
     return AddMessagesCommand(
@@ -60,6 +69,7 @@ def command_from_request(
         messages=[draft_from_proto(m) for m in batch.messages],
         defaults=draft_from_proto(batch.defaults) if batch.HasField("defaults") else None,
         dry_run=request.is_dryrun or request.dry_run,
+        transport_violations=tuple(transport_violations),
     )
 
 

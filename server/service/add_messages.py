@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.config import Limits
-from server.domain.errors import IdConflict, InvalidRequest, NoSharedSenders, Unauthenticated
+from server.domain.errors import (
+    IdConflict,
+    InvalidRequest,
+    NoSharedSenders,
+    Unauthenticated,
+    Violation,
+)
 from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
@@ -26,6 +32,8 @@ class AddMessagesCommand:
     messages: Sequence[MessageDraft]
     defaults: MessageDraft | None = None
     dry_run: bool = False
+    transport_violations: Sequence[Violation] = ()
+    """Rules the transport checked (the JSON query string), reported with the messages'."""
 
 
 @dataclass
@@ -39,11 +47,13 @@ class AddMessages:
     def __call__(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
         now = self.environment.now()
         outgoing: list[OutgoingMessage] = []
-        invalid: InvalidRequest | None = None
+        violations = list(command.transport_violations)
         try:
             outgoing = validate_messages(command.messages, command.defaults, self.limits, now)
         except InvalidRequest as error:
-            invalid = error  # reported after authentication, which always comes first
+            violations += error.violations
+        # Reported after authentication, which always comes first.
+        invalid = InvalidRequest(violations) if violations else None
         if not command.api_key:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
         for attempt in range(1, ATTEMPTS + 1):
@@ -68,14 +78,19 @@ class AddMessages:
                 raise Unauthenticated("unknown or revoked API key")
             if invalid is not None:
                 raise invalid
-            accepted, new = self._accept(uow, account_id, outgoing, dry_run)
+            accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
             if not dry_run:
                 uow.messages.add_many(account_id, new, now)
                 uow.commit()
             return accepted
 
     def _accept(
-        self, uow: UnitOfWork, account_id: str, outgoing: list[OutgoingMessage], dry_run: bool
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        outgoing: list[OutgoingMessage],
+        dry_run: bool,
+        now: datetime,
     ) -> tuple[list[AcceptedMessage], list[NewMessage]]:
         """Every message's result, in order, and the new messages that must be stored."""
         stored = uow.messages.by_client_ids(
@@ -87,6 +102,7 @@ class AddMessages:
             account_id,
             {m.to for m in fresh if m.sender_type is SenderType.SHARED},
             dry_run,
+            now,
         )
         accepted: list[AcceptedMessage] = []
         new: list[NewMessage] = []
@@ -108,7 +124,12 @@ class AddMessages:
         return accepted, new
 
     def _shared_senders(
-        self, uow: UnitOfWork, account_id: str, destinations: set[str], dry_run: bool
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        destinations: set[str],
+        dry_run: bool,
+        now: datetime,
     ) -> dict[str, str]:
         """The spec's two steps: reuse the account's sender for the number, else pick at random."""
         if not destinations:
@@ -123,7 +144,6 @@ class AddMessages:
         choices = {destination: self.environment.rng.choice(pool) for destination in unpinned}
         if dry_run:
             return pinned | choices
-        now = self.environment.now()
         uow.senders.pin(account_id, choices, now)
         # Read back: a concurrent request may have pinned some destinations first, and wins.
         return choices | uow.senders.pinned(account_id, destinations)

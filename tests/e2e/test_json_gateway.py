@@ -471,12 +471,15 @@ def test_only_the_documented_query_parameters_are_accepted(
     assert stack.stored_count() == before
 
 
-def test_a_repeated_key_is_refused_whichever_comes_last(stack: Stack) -> None:
+def test_a_query_naming_two_keys_is_401_whichever_comes_last(stack: Stack) -> None:
     body = {"messages": [{"from": custom("Acme"), "to": "441111111111", "body": "Hi"}]}
+    before = stack.stored_count()
     for query in (f"key=mp_other&key={stack.key}", f"key={stack.key}&key=mp_other"):
         response = httpx.post(f"{stack.http_url}/message?{query}", json=body, timeout=30)
-        assert response.status_code == 400
-        assert bad_request_fields(response.json()) == ["key"]
+        assert response.status_code == 401
+    assert stack.stored_count() == before
+    same_twice = f"key={stack.key}&key={stack.key}"
+    assert httpx.post(f"{stack.http_url}/message?{same_twice}", json=body).status_code == 200
 
 
 def test_explicit_false_flags_store_the_messages(stack: Stack) -> None:
@@ -485,3 +488,30 @@ def test_explicit_false_flags_store_the_messages(stack: Stack) -> None:
     response = stack.post(body, params={"key": stack.key, "isDryrun": "false", "dryRun": "false"})
     assert response.status_code == 200
     assert stack.stored_count() == before + 1
+
+
+def test_query_violations_come_after_authentication_and_with_the_bodys(stack: Stack) -> None:
+    bad_body = {"messages": [{"from": custom("Acme"), "to": "1", "body": "Hi"}]}
+    unauthenticated = httpx.post(
+        f"{stack.http_url}/message?key=mp_wrong&dryRun=yes", json=bad_body, timeout=30
+    )
+    assert unauthenticated.status_code == 401
+    both = httpx.post(
+        f"{stack.http_url}/message?key={stack.key}&dryRun=yes", json=bad_body, timeout=30
+    )
+    assert both.status_code == 400
+    assert bad_request_fields(both.json()) == ["dryRun", "messages[0].to"]
+
+
+def test_a_client_cannot_spoof_the_original_path_envoy_forwards(stack: Stack) -> None:
+    body = {"messages": [{"from": custom("Acme"), "to": "441111111111"}]}
+    before = stack.stored_count()
+    response = httpx.post(
+        f"{stack.http_url}/message?key={stack.key}&batch.defaults.body=injected",
+        json=body,
+        headers={"x-envoy-original-path": f"/message?key={stack.key}"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert bad_request_fields(response.json())[0] == "batch.defaults.body"
+    assert stack.stored_count() == before

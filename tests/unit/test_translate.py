@@ -54,3 +54,10 @@ def test_the_key_comes_from_the_field_or_the_header(
 def test_a_field_and_header_naming_different_keys_are_refused() -> None:
     with pytest.raises(Unauthenticated):
         api_key("k1", [("x-api-key", "k2")])
+
+
+def test_a_query_naming_two_keys_is_refused_even_though_envoy_bound_one() -> None:
+    metadata = [("x-envoy-original-path", "/message?key=k1&key=k2")]
+    with pytest.raises(Unauthenticated):
+        api_key("k2", metadata)
+    assert api_key("k1", [("x-envoy-original-path", "/message?key=k1&key=k1")]) == "k1"

@@ -1,0 +1,59 @@
+"""The JSON query string rule, applied to the original path Envoy forwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.api.http_query import query_values, query_violations
+
+
+def violations(path: str) -> list[tuple[str, str]]:
+    metadata = [("x-envoy-original-path", path), ("x-envoy-original-method", "POST")]
+    return [(v.field, v.reason) for v in query_violations(metadata)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/message?key=k",
+        "/message?key=k&isDryrun=true",
+        "/message?dryRun=false&key=k",
+        "/message?key=k&isDryrun=false&dryRun=true",
+        "/message",
+    ],
+)
+def test_the_documented_parameters_pass(path: str) -> None:
+    assert violations(path) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (
+            "/message?key=k&batch.defaults.body=x",
+            [("batch.defaults.body", "UNKNOWN_QUERY_PARAMETER")],
+        ),
+        ("/message?key=k&is_dryrun=true", [("is_dryrun", "UNKNOWN_QUERY_PARAMETER")]),
+        ("/message?key=k&=x", [("(empty name)", "UNKNOWN_QUERY_PARAMETER")]),
+        ("/message?dryRun=true&dryRun=true", [("dryRun", "REPEATED_PARAMETER")]),
+        ("/message?key=k&dryRun", [("dryRun", "INVALID_BOOLEAN")]),
+        ("/message?key=k&isDryrun=TRUE", [("isDryrun", "INVALID_BOOLEAN")]),
+        ("/message?key=k&isDryrun=1", [("isDryrun", "INVALID_BOOLEAN")]),
+        ("/message?dry%52un=1", [("dryRun", "INVALID_BOOLEAN")]),  # names are decoded
+        (
+            "/message?key=k&dryRun=yes&batch.messages=x",
+            [("batch.messages", "UNKNOWN_QUERY_PARAMETER"), ("dryRun", "INVALID_BOOLEAN")],
+        ),
+    ],
+)
+def test_anything_else_is_named(path: str, expected: list[tuple[str, str]]) -> None:
+    assert violations(path) == expected
+
+
+def test_native_grpc_has_no_query_to_check() -> None:
+    assert query_violations([("x-api-key", "k")]) == []
+
+
+def test_every_value_of_a_repeated_parameter_is_seen() -> None:
+    metadata = [("x-envoy-original-path", "/message?key=a&ke%79=b&dryRun=true")]
+    assert query_values(metadata, "key") == ["a", "b"]
