@@ -62,8 +62,8 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(
-        f"mplus up: gRPC on {settings.grpc_host}:{settings.grpc_port}, "
-        f"JSON on http://{settings.http_host}:{settings.http_port}/message (Ctrl-C stops)",
+        f"mplus up: gRPC on {settings.grpc_address}, "
+        f"JSON on http://{settings.http_address}/message (Ctrl-C stops)",
         flush=True,
     )
     while not stopping and all(child.poll() is None for child in children):

@@ -35,6 +35,14 @@ class Settings:
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
 
+    @property
+    def grpc_address(self) -> str:
+        return _host_port(self.grpc_host, self.grpc_port)
+
+    @property
+    def http_address(self) -> str:
+        return _host_port(self.http_host, self.http_port)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -66,10 +74,10 @@ class Settings:
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
-            grpc_port=integer("MPLUS_GRPC_PORT", defaults.grpc_port),
+            grpc_port=integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1),
             http_host=address("MPLUS_HTTP_HOST", defaults.http_host),
-            http_port=integer("MPLUS_HTTP_PORT", defaults.http_port),
-            envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port),
+            http_port=integer("MPLUS_HTTP_PORT", defaults.http_port, 1),
+            envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
             max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024),
             max_concurrent_rpcs=integer(
                 "MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs, 1, 100_000
@@ -90,3 +98,8 @@ class Settings:
                 ),
             ),
         )
+
+
+def _host_port(host: str, port: int) -> str:
+    """`host:port`, with IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"

@@ -37,7 +37,8 @@ _NOT_NATIVE_GRPC = {
                 "header_filter": {
                     "header": {
                         "name": "content-type",
-                        "string_match": {"prefix": "application/grpc"},
+                        # gRPC proper, not grpc-web (which Envoy does not serve here)
+                        "string_match": {"safe_regex": {"regex": r"application/grpc(\+.*)?(;.*)?"}},
                         "invert_match": True,
                         "treat_missing_header_as_empty": True,
                     }

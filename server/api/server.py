@@ -67,7 +67,7 @@ def serve(settings: Settings) -> None:
     engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
     ensure_current(engine)
     add_messages = AddMessages(lambda: UnitOfWork(engine), limits=settings.limits)
-    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    address = settings.grpc_address
     running = create_server(add_messages, address, settings)
     stop = threading.Event()
 

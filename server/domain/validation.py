@@ -128,7 +128,8 @@ def _check_to(raw: str | None, issues: _Collector) -> str | None:
     if number is None:
         issues.add(
             "to",
-            "must be a mobile number of 7 to 15 digits with an optional leading '+'",
+            "must be a mobile number in international form: 7 to 15 digits, not starting "
+            "with 0, with an optional leading '+'",
             "INVALID_PHONE_NUMBER",
         )
     return number

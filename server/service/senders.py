@@ -19,7 +19,10 @@ def _normalised(numbers: Iterable[str]) -> list[str]:
     for raw in numbers:
         number = normalise_phone_number(raw)
         if number is None:
-            raise SenderError(f"{raw!r} is not a phone number of 7 to 15 digits")
+            raise SenderError(
+                f"{raw!r} is not a phone number in international form "
+                "(7 to 15 digits, not starting with 0)"
+            )
         normalised.append(number)
     return sorted(set(normalised))
 

@@ -515,3 +515,15 @@ def test_a_client_cannot_spoof_the_original_path_envoy_forwards(stack: Stack) ->
     assert response.status_code == 400
     assert bad_request_fields(response.json())[0] == "batch.defaults.body"
     assert stack.stored_count() == before
+
+
+def test_a_grpc_web_request_gets_a_json_error_not_text(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.http_url}/mplus.v1.MessageService/AddMessages",
+        content=b"x",
+        headers={"content-type": "application/grpc-web+json"},
+        timeout=30,
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == 5

@@ -46,14 +46,20 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
     ("name", "value", "complaint"),
     [
         ("MPLUS_GRPC_PORT", "http", "must be an integer"),
-        ("MPLUS_HTTP_PORT", "70000", "between 0 and 65535"),
+        ("MPLUS_HTTP_PORT", "70000", "between 1 and 65535"),
         ("MPLUS_MAX_SCHEDULE_DAYS", "999999999", "between 1 and 3650"),
         ("MPLUS_MAX_MESSAGES", "0", "between 1 and 100000"),
         ("MPLUS_GRPC_HOST", "localhost", "must be an IP address"),
         ("MPLUS_HTTP_HOST", "example.com", "must be an IP address"),
+        ("MPLUS_GRPC_PORT", "0", "between 1 and 65535"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
     with pytest.raises(SystemExit) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value) and complaint in str(raised.value)
+
+
+def test_ipv6_hosts_are_bracketed_in_addresses() -> None:
+    settings = Settings.from_env({"MPLUS_GRPC_HOST": "::1", "MPLUS_HTTP_HOST": "127.0.0.1"})
+    assert (settings.grpc_address, settings.http_address) == ("[::1]:50051", "127.0.0.1:8080")
