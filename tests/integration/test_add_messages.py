@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,35 +332,55 @@ def test_a_thousand_messages_are_stored_in_one_request(
     assert count(engine, sender_pins) == 500
 
 
-@pytest.mark.postgres
-def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
-    postgres_url: str,
-) -> None:
-    """The race the unique constraint settles: our insert fails, the retry replays theirs."""
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     engine = create_database_engine(postgres_url)
     upgrade(engine)
-    key = accounts.create_account(lambda: UnitOfWork(engine), "racer").key
-    message = draft(id=TestIdempotency.ID)
-    competitor = AddMessages(lambda: UnitOfWork(engine))
-    theirs: list[AcceptedMessage] = []
+    yield engine
+    engine.dispose()
+
+
+def raced(
+    engine: Engine, target: str, competitor: Callable[[], object]
+) -> Callable[[], UnitOfWork]:
+    """Units of work in which the first call to `target` ("messages.add_many") first lets a
+    competing request run to its commit: a race between two requests, made deterministic.
+    PostgreSQL only: SQLite's write lock would make the competitor wait for us forever."""
+    repository_name, method_name = target.split(".")
+    fired: list[object] = []
 
     class RacedUnitOfWork(UnitOfWork):
         def __enter__(self) -> UnitOfWork:
             uow = super().__enter__()
-            if not theirs:  # first attempt: the competitor commits between our read and write
-                add_many = uow.messages.add_many
+            repository = getattr(uow, repository_name)
+            original = getattr(repository, method_name)
 
-                def add_many_after_competitor(*args: Any) -> None:
-                    theirs.extend(competitor(AddMessagesCommand(key, [message])))
-                    add_many(*args)
+            def after_competitor(*args: Any) -> Any:
+                if not fired:
+                    fired.append(competitor())
+                return original(*args)
 
-                uow.messages.add_many = add_many_after_competitor  # type: ignore[method-assign,assignment]
+            setattr(repository, method_name, after_competitor)
             return uow
 
-    ours = AddMessages(lambda: RacedUnitOfWork(engine))(AddMessagesCommand(key, [message]))
+    return lambda: RacedUnitOfWork(engine)
+
+
+@pytest.mark.postgres
+def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
+    postgres_engine: Engine,
+) -> None:
+    """The race the unique constraint settles: our insert fails, the retry replays theirs."""
+    key = accounts.create_account(lambda: UnitOfWork(postgres_engine), "racer").key
+    command = AddMessagesCommand(key, [draft(id=TestIdempotency.ID)])
+    competitor = AddMessages(lambda: UnitOfWork(postgres_engine))
+    theirs: list[AcceptedMessage] = []
+    factory = raced(
+        postgres_engine, "messages.add_many", lambda: theirs.extend(competitor(command))
+    )
+    ours = AddMessages(factory)(command)
     assert ours[0].message_uuid == theirs[0].message_uuid
-    assert count(engine, queued_messages) == 1
-    engine.dispose()
+    assert count(postgres_engine, queued_messages) == 1
 
 
 class PickAt(random.Random):
@@ -376,35 +396,20 @@ class PickAt(random.Random):
 
 @pytest.mark.postgres
 def test_a_number_pinned_by_a_concurrent_request_mid_transaction_keeps_that_sender(
-    postgres_url: str, pool: tuple[str, ...]
+    postgres_engine: Engine, pool: tuple[str, ...]
 ) -> None:
     """The race the sticky read-back settles: their pin wins, our answer uses it."""
-    engine = create_database_engine(postgres_url)
-    upgrade(engine)
-    senders.add_senders(lambda: UnitOfWork(engine), pool)
-    key = accounts.create_account(lambda: UnitOfWork(engine), "racer").key
-    message = draft(sender=SHARED, to="447000000321")
-    competitor = AddMessages(lambda: UnitOfWork(engine), environment=Environment(rng=PickAt(0)))
-    theirs: list[AcceptedMessage] = []
-
-    class RacedUnitOfWork(UnitOfWork):
-        def __enter__(self) -> UnitOfWork:
-            uow = super().__enter__()
-            pin = uow.senders.pin
-
-            def pin_after_competitor(*args: Any) -> None:
-                theirs.extend(competitor(AddMessagesCommand(key, [message])))
-                pin(*args)
-
-            uow.senders.pin = pin_after_competitor  # type: ignore[method-assign,assignment]
-            return uow
-
-    ours = AddMessages(lambda: RacedUnitOfWork(engine), environment=Environment(rng=PickAt(1)))(
-        AddMessagesCommand(key, [message])
+    senders.add_senders(lambda: UnitOfWork(postgres_engine), pool)
+    key = accounts.create_account(lambda: UnitOfWork(postgres_engine), "racer").key
+    command = AddMessagesCommand(key, [draft(sender=SHARED, to="447000000321")])
+    competitor = AddMessages(
+        lambda: UnitOfWork(postgres_engine), environment=Environment(rng=PickAt(0))
     )
+    theirs: list[AcceptedMessage] = []
+    factory = raced(postgres_engine, "senders.pin", lambda: theirs.extend(competitor(command)))
+    ours = AddMessages(factory, environment=Environment(rng=PickAt(1)))(command)
     assert theirs[0].sender == sorted(pool)[0]
     assert ours[0].sender == theirs[0].sender
-    with engine.connect() as connection:
+    with postgres_engine.connect() as connection:
         pins = connection.execute(select(sender_pins.c.destination, sender_pins.c.sender)).all()
     assert [tuple(p) for p in pins] == [("447000000321", sorted(pool)[0])]
-    engine.dispose()
