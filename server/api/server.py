@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 
 
+class CannotListen(SystemExit):
+    """The gRPC address cannot be bound: a startup error with a message, not a traceback."""
+
+
 @dataclass
 class GrpcServer:
     server: grpc.Server
@@ -58,7 +62,13 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise CannotListen(
+            f"cannot listen on {address}: the port is taken or the address is not local "
+            "(MPLUS_GRPC_HOST, MPLUS_GRPC_PORT)"
+        ) from None
     return GrpcServer(server, port, health_servicer)
 
 

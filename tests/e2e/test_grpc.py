@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
+from server.api.server import CannotListen, create_server
+from server.service.add_messages import AddMessages
 from tests.e2e.conftest import POOL, Stack
 from tests.e2e.test_json_gateway import IN_A_DAY
 
@@ -223,3 +226,8 @@ def test_a_thousand_invalid_messages_fit_in_the_status_grpc_clients_accept(
     assert info.metadata["violations"] == "1000"
     (bad_request,) = [d for d in details if isinstance(d, error_details_pb2.BadRequest)]
     assert len(bad_request.field_violations) == int(info.metadata["listed"]) > 0
+
+
+def test_a_taken_port_is_a_clear_startup_error(stack: Stack) -> None:
+    with pytest.raises(CannotListen, match=re.escape(f"cannot listen on {stack.grpc_target}:")):
+        create_server(AddMessages(stack.unit_of_work), stack.grpc_target, stack.settings)
