@@ -55,8 +55,13 @@ _NOT_NATIVE_GRPC = {
 }
 
 
-def _mapper(status: int | None, code: int) -> dict[str, object]:
-    filters: list[object] = [_NOT_NATIVE_GRPC]
+def _mapper(
+    status: int | None,
+    code: int,
+    message: str = "%LOCAL_REPLY_BODY%",
+    when: dict[str, object] | None = None,
+) -> dict[str, object]:
+    filters: list[object] = [_NOT_NATIVE_GRPC, *([when] if when else [])]
     if status is not None:
         filters.append(
             {
@@ -71,15 +76,24 @@ def _mapper(status: int | None, code: int) -> dict[str, object]:
     return {
         "filter": {"and_filter": {"filters": filters}} if len(filters) > 1 else filters[0],
         "body_format_override": {
-            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+            "json_format": {"code": code, "message": message, "details": []},
             "content_type": "application/json",
         },
     }
 
 
 def local_reply_mappers() -> str:
-    """One mapper per status, then a catch-all (UNKNOWN), as YAML flow lines (JSON is YAML)."""
-    mappers = [_mapper(status, code) for status, code in LOCAL_REPLY_CODES.items()]
+    """One mapper per status, then a catch-all (UNKNOWN), as YAML flow lines (JSON is YAML).
+
+    A path no route matches has no reply body of its own: it gets a message saying so.
+    """
+    no_route = _mapper(
+        404,
+        5,
+        message="no such endpoint: the JSON API is POST /message",
+        when={"response_flag_filter": {"flags": ["NR"]}},
+    )
+    mappers = [no_route, *(_mapper(status, code) for status, code in LOCAL_REPLY_CODES.items())]
     mappers.append(_mapper(None, 2))
     return "\n".join(f"            - {json.dumps(m)}" for m in mappers)
 
