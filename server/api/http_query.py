@@ -18,25 +18,26 @@ FLAGS = ("isDryrun", "dryRun")
 ALLOWED = ("key", *FLAGS)
 
 
-def _parameters(metadata: Sequence[tuple[str, str | bytes]]) -> list[tuple[str, str]] | None:
-    """The original query's (name, value) pairs; None for native gRPC, which has no query."""
+Query = Sequence[tuple[str, str]]
+"""The original query's (name, value) pairs, in order, names and values decoded."""
+
+
+def original_query(metadata: Sequence[tuple[str, str | bytes]]) -> Query:
+    """The query Envoy saw; empty for native gRPC, which has none."""
     paths = [v for k, v in metadata if k == ORIGINAL_PATH_METADATA and isinstance(v, str)]
     if not paths:
-        return None
+        return []
     return parse_qsl(urlsplit(paths[0]).query, keep_blank_values=True)
 
 
-def query_values(metadata: Sequence[tuple[str, str | bytes]], name: str) -> list[str]:
-    """Every value the original query gives `name` (Envoy binds only the last one)."""
-    return [value for key, value in _parameters(metadata) or [] if key == name]
+def query_values(query: Query, name: str) -> list[str]:
+    """Every value the query gives `name` (Envoy binds only the last one)."""
+    return [value for key, value in query if key == name]
 
 
-def query_violations(metadata: Sequence[tuple[str, str | bytes]]) -> list[Violation]:
+def query_violations(parameters: Query) -> list[Violation]:
     """Unknown parameters, and flags repeated or not "true"/"false"; reported with the body's
     violations, after authentication (which also refuses a query naming two keys)."""
-    parameters = _parameters(metadata)
-    if parameters is None:
-        return []
     violations: list[Violation] = []
     counts = Counter(name for name, _ in parameters)
     for name, count in counts.items():

@@ -6,7 +6,7 @@ import grpc
 from google.protobuf import message as protobuf_message
 from mplus.v1 import message_service_pb2
 
-from server.api import errors, http_query, translate
+from server.api import errors, translate
 from server.domain.errors import InvalidRequest, Violation
 from server.service.add_messages import AddMessages
 
@@ -23,10 +23,7 @@ class MessageServicer:
         """Takes the raw request: a malformed one (bad UTF-8, broken wire format) is then an
         INVALID_ARGUMENT like any other bad input, not grpcio's INTERNAL with a traceback."""
         try:
-            metadata = context.invocation_metadata()
-            command = translate.command_from_request(
-                _parse(request), metadata, http_query.query_violations(metadata)
-            )
+            command = translate.command_from_request(_parse(request), context.invocation_metadata())
             accepted = self._add_messages(command)
         except Exception as error:
             context.abort_with_status(errors.status_for(error))

@@ -8,7 +8,7 @@ from google.protobuf import json_format, struct_pb2
 from mplus.v1 import message_pb2, message_service_pb2
 
 from server.api import http_query
-from server.domain.errors import Unauthenticated, Violation
+from server.domain.errors import Unauthenticated
 from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service.add_messages import AddMessagesCommand
 
@@ -43,14 +43,18 @@ def _channels(values: struct_pb2.ListValue) -> tuple[str, ...]:
     )
 
 
-def api_key(request_key: str, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+def api_key(
+    request_key: str,
+    metadata: Sequence[tuple[str, str | bytes]],
+    query: http_query.Query = (),
+) -> str | None:
     """The `key` field (the `?key=` query parameter over JSON) or the x-api-key metadata.
 
     Naming two different keys (query and header, or `?key=` twice) is refused: it is
     ambiguous which account speaks, and Envoy itself would keep only the last `?key=`.
     """
     keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str) and v}
-    keys.update(v for v in http_query.query_values(metadata, "key") if v)
+    keys.update(v for v in http_query.query_values(query, "key") if v)
     if request_key:
         keys.add(request_key)
     if len(keys) > 1:
@@ -61,15 +65,17 @@ def api_key(request_key: str, metadata: Sequence[tuple[str, str | bytes]]) -> st
 def command_from_request(
     request: message_service_pb2.AddMessagesRequest,
     metadata: Sequence[tuple[str, str | bytes]],
-    transport_violations: Sequence[Violation] = (),
 ) -> AddMessagesCommand:
+    """The query string, when there is one (JSON through Envoy), is parsed once for both the
+    key and its own rule."""
     batch = request.batch
+    query = http_query.original_query(metadata)
     return AddMessagesCommand(
-        api_key=api_key(request.key, metadata),
+        api_key=api_key(request.key, metadata, query),
         messages=[draft_from_proto(m) for m in batch.messages],
         defaults=draft_from_proto(batch.defaults) if batch.HasField("defaults") else None,
         dry_run=request.is_dryrun or request.dry_run,
-        transport_violations=tuple(transport_violations),
+        transport_violations=tuple(http_query.query_violations(query)),
     )
 
 

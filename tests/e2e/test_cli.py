@@ -13,9 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +26,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, wait_until
 
 MPLUS = [sys.executable, "-m", "server.cli"]
 KEY = re.compile(r"mp_[A-Za-z0-9_-]{29,}")
@@ -290,15 +289,6 @@ def test_gateway_validate_reports_the_configuration_ok(tmp_path: Path) -> None:
 # --- up ---------------------------------------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def accepts_connections(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -370,7 +360,7 @@ def wait_until_serving(cli: Cli, up: Up, key: str) -> dict[str, Any]:
         answered.append(response)
         return response.status_code == 200
 
-    wait_for(accepted, "POST /message to return 200 through `mplus up`", timeout=30)
+    wait_until(accepted, "POST /message to return 200 through `mplus up`", timeout=30)
     body: dict[str, Any] = answered[-1].json()
     return body
 
@@ -392,8 +382,8 @@ def assert_stopped_cleanly(cli: Cli, up: Up) -> None:
     assert code == 0, up.output()
     assert "Traceback" not in up.output()
     for port in (cli.http_port, cli.grpc_port, cli.admin_port):
-        wait_for(partial(closed, port), f"port {port} to close", 5)
-    wait_for(lambda: group_is_gone(up.process.pid), "the server and Envoy to exit", 5)
+        wait_until(partial(closed, port), f"port {port} to close", 5)
+    wait_until(lambda: group_is_gone(up.process.pid), "the server and Envoy to exit", 5)
 
 
 def test_up_serves_json_and_grpc_and_stops_on_sigterm(sqlite_cli: Cli) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from mplus.v1 import message_pb2, message_service_pb2
 
+from server.api.http_query import original_query
 from server.api.translate import api_key, command_from_request
 from server.domain.errors import Unauthenticated
 from server.domain.model import MessageDraft, SenderDraft
@@ -59,5 +60,6 @@ def test_a_field_and_header_naming_different_keys_are_refused() -> None:
 def test_a_query_naming_two_keys_is_refused_even_though_envoy_bound_one() -> None:
     metadata = [("x-envoy-original-path", "/message?key=k1&key=k2")]
     with pytest.raises(Unauthenticated):
-        api_key("k2", metadata)
-    assert api_key("k1", [("x-envoy-original-path", "/message?key=k1&key=k1")]) == "k1"
+        api_key("k2", metadata, original_query(metadata))
+    same_twice = [("x-envoy-original-path", "/message?key=k1&key=k1")]
+    assert api_key("k1", same_twice, original_query(same_twice)) == "k1"
