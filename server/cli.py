@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from server import gateway
 from server.api.server import serve
 from server.config import Settings
 from server.domain.errors import DomainError
-from server.processes import stop_process
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current, upgrade
 from server.storage.unit_of_work import UnitOfWork
+from server.supervisor import Supervisor
 
 DEMO_ACCOUNT = "demo"
 DEMO_SENDERS = ("447700900001", "447700900002", "447700900003")
@@ -39,42 +35,26 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Envoy alone, for a gateway host in front of replicas elsewhere (MPLUS_UPSTREAMS)."""
     if args.validate:
         result = gateway.validate(settings)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
-    command = gateway.envoy_command(gateway.write_config(settings))
-    os.execv(command[0], command)  # Envoy takes over this process and its signals
+    return Supervisor(settings, workers=0).run()
 
 
-def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
-    """gRPC server and Envoy in the foreground; SIGTERM or Ctrl-C stops both cleanly."""
-    mplus = [sys.executable, "-m", "server.cli"]
-    children = [subprocess.Popen([*mplus, "serve"])]
-    children.append(subprocess.Popen([*mplus, "gateway"]))
-    stopping = False
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """N gRPC workers and Envoy in the foreground; SIGTERM or Ctrl-C stops them in order."""
+    settings = dataclasses.replace(settings, workers=args.workers or settings.workers)
+    supervisor = Supervisor(settings, workers=settings.workers)
+    ports = ", ".join(str(settings.worker_port(i)) for i in range(settings.workers))
     print(
-        f"mplus up: gRPC on {settings.grpc_address}, "
+        f"mplus up: gRPC on {settings.grpc_host} port {ports}, "
         f"JSON on http://{settings.http_address}/message (Ctrl-C stops)",
         flush=True,
     )
-    while not stopping and all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    for child in reversed(children):  # the gateway first, so no request arrives mid-shutdown
-        stop_process(child)
-    failed = [child.args for child in children if child.returncode not in (0, -signal.SIGTERM)]
-    if not stopping or failed:
-        print(f"mplus up: a process exited unexpectedly: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return supervisor.run()
 
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
@@ -171,7 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_parser = commands.add_parser("gateway", help="run Envoy (JSON POST /message)")
     gateway_parser.add_argument("--validate", action="store_true", help="check the config only")
     gateway_parser.set_defaults(run=cmd_gateway)
-    commands.add_parser("up", help="run the gRPC server and Envoy").set_defaults(run=cmd_up)
+    up = commands.add_parser("up", help="run gRPC workers and Envoy in front of them")
+    up.add_argument(
+        "--workers",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="gRPC server processes on consecutive ports from MPLUS_GRPC_PORT (default "
+        "MPLUS_WORKERS or 1)",
+    )
+    up.set_defaults(run=cmd_up)
     commands.add_parser(
         "demo", help="create a demo account and shared pool if none exist"
     ).set_defaults(run=cmd_demo)

@@ -32,6 +32,13 @@ class Settings:
     max_workers: int = 16
     max_concurrent_rpcs: int = 256
     max_request_bytes: int = 8 * 1024 * 1024
+    workers: int = 1
+    upstreams: tuple[str, ...] = ()
+    """Envoy's gRPC endpoints as host:port; empty = `workers` ports on grpc_host from grpc_port."""
+    shutdown_drain_ms: int = 3000
+    """NOT_SERVING this long before refusing calls, so Envoy's health checks stop routing here."""
+    shutdown_grace_ms: int = 10_000
+    """Then in-flight calls get this long to finish and commit."""
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
 
@@ -42,6 +49,17 @@ class Settings:
     @property
     def http_address(self) -> str:
         return _host_port(self.http_host, self.http_port)
+
+    def worker_port(self, index: int) -> int:
+        """Worker `index` of `mplus up` listens on consecutive ports from grpc_port."""
+        return self.grpc_port + index
+
+    @property
+    def upstream_endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The gRPC servers Envoy balances over: MPLUS_UPSTREAMS, or the local workers."""
+        if self.upstreams:
+            return tuple(_split_host_port(u) for u in self.upstreams)
+        return tuple((self.grpc_host, self.worker_port(i)) for i in range(self.workers))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,11 +88,30 @@ class Settings:
                 ) from None
             return raw
 
+        def endpoints(name: str) -> tuple[str, ...]:
+            raw = env.get(name) or ""
+            listed = tuple(part.strip() for part in raw.split(",") if part.strip())
+            for endpoint in listed:
+                try:
+                    _split_host_port(endpoint)
+                except ValueError:
+                    raise SystemExit(
+                        f"{name} must list IP:port endpoints separated by commas "
+                        f"(e.g. 10.0.0.5:50051,[fd00::6]:50051), got {endpoint!r}"
+                    ) from None
+            return listed
+
         state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
+        workers = integer("MPLUS_WORKERS", defaults.workers, 1, 64)
+        grpc_port = integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1)
+        if grpc_port + workers - 1 > 65535:
+            raise SystemExit(
+                f"MPLUS_GRPC_PORT {grpc_port} leaves no room for {workers} consecutive worker ports"
+            )
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
-            grpc_port=integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1),
+            grpc_port=grpc_port,
             http_host=address("MPLUS_HTTP_HOST", defaults.http_host),
             http_port=integer("MPLUS_HTTP_PORT", defaults.http_port, 1),
             envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
@@ -84,6 +121,14 @@ class Settings:
             ),
             max_request_bytes=integer(
                 "MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, 1 << 30
+            ),
+            workers=workers,
+            upstreams=endpoints("MPLUS_UPSTREAMS"),
+            shutdown_drain_ms=integer(
+                "MPLUS_SHUTDOWN_DRAIN_MS", defaults.shutdown_drain_ms, 0, 300_000
+            ),
+            shutdown_grace_ms=integer(
+                "MPLUS_SHUTDOWN_GRACE_MS", defaults.shutdown_grace_ms, 0, 300_000
             ),
             state_dir=state_dir,
             limits=Limits(
@@ -103,3 +148,14 @@ class Settings:
 def _host_port(host: str, port: int) -> str:
     """`host:port`, with IPv6 addresses in brackets."""
     return f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"
+
+
+def _split_host_port(endpoint: str) -> tuple[str, int]:
+    """`10.0.0.5:50051` or `[fd00::6]:50051` → (host, port); ValueError when it is neither."""
+    host, separator, port_text = endpoint.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    port = int(port_text)
+    if not separator or not 1 <= port <= 65535:
+        raise ValueError(endpoint)
+    ipaddress.ip_address(host)
+    return host, port

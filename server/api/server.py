@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
@@ -39,9 +40,15 @@ class GrpcServer:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """NOT_SERVING first, then refuse new calls and let in-flight ones commit."""
+    def stop(self, grace: float = SHUTDOWN_GRACE_S, drain: threading.Event | float = 0.0) -> None:
+        """NOT_SERVING first and keep serving while Envoy's health checks notice (`drain`
+        seconds, or until the event is set), then refuse new calls and give in-flight ones
+        `grace` seconds to finish and commit."""
         self.health.enter_graceful_shutdown()
+        if isinstance(drain, threading.Event):
+            drain.wait()
+        elif drain > 0:
+            time.sleep(drain)
         self.server.stop(grace).wait()
 
 
@@ -73,16 +80,20 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
 
 
 def serve(settings: Settings) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGTERM drains first (for a
+    replica behind Envoy); SIGINT, or a second signal, skips the drain (nothing routes here any
+    more); in-flight calls get their grace period either way."""
     engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
     ensure_current(engine)
     add_messages = AddMessages(lambda: UnitOfWork(engine), limits=settings.limits)
     address = settings.grpc_address
     running = create_server(add_messages, address, settings)
-    stop = threading.Event()
+    stop, drained = threading.Event(), threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
+        if stop.is_set() or signum == signal.SIGINT:
+            drained.set()
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -90,6 +101,8 @@ def serve(settings: Settings) -> None:
     running.start()
     log.info("gRPC server listening on %s", address)
     stop.wait()
-    running.stop()
+    threading.Timer(settings.shutdown_drain_ms / 1000, drained.set).start()
+    log.info("NOT_SERVING; draining for %d ms", settings.shutdown_drain_ms)
+    running.stop(grace=settings.shutdown_grace_ms / 1000, drain=drained)
     engine.dispose()
     log.info("gRPC server stopped")

@@ -1,0 +1,169 @@
+"""`mplus up` and `mplus gateway`: gRPC workers and Envoy as child processes, a child that dies
+restarted, and everything stopped in an order that loses no acknowledged request."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from server import gateway
+from server.config import Settings
+from server.processes import stop_process
+
+log = logging.getLogger(__name__)
+
+CRASH_LOOP_S = 5.0
+"""A child that exits sooner than this after starting is not restarted: it cannot start (a
+taken port, a database not migrated) and trying again would only hide that."""
+RESTART_DELAY_S = 1.0
+POLL_S = 0.2
+_PR_SET_PDEATHSIG = 1
+ACTIVE_REQUESTS_STAT = r"^http\.public\.downstream_rq_active$"
+"""Requests in flight on the public listener (the admin listener's own are not counted)."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    is_gateway: bool = False
+
+    def start(self) -> None:
+        # Its own process group: Ctrl-C reaches the supervisor only, which stops children
+        # in order (Envoy first) instead of all at once.
+        self.process = subprocess.Popen(
+            self.command, env=self.env, process_group=0, preexec_fn=_die_with_parent
+        )
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    workers: int
+    run_gateway: bool = True
+    children: list[Child] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        mplus = [sys.executable, "-m", "server.cli"]
+        base = {**os.environ, "MPLUS_WORKERS": str(self.workers)}
+        for index in range(self.workers):
+            port = self.settings.worker_port(index)
+            env = {**base, "MPLUS_GRPC_PORT": str(port)}
+            self.children.append(
+                Child(f"worker {index + 1} (gRPC :{port})", [*mplus, "serve"], env)
+            )
+        if self.run_gateway:
+            config = gateway.write_config(self.settings)
+            self.children.append(
+                Child("envoy", gateway.envoy_command(config), base, is_gateway=True)
+            )
+
+    def run(self) -> int:
+        """Until SIGTERM or SIGINT (0), or until a child cannot start (1)."""
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        for child in self.children:
+            child.start()
+        failed = None
+        while not self.stopping.wait(POLL_S):
+            failed = self._restart_exited()
+            if failed is not None:
+                break
+        self.stop()
+        if failed is not None:
+            assert failed.process is not None
+            print(
+                f"mplus: {failed.name} exited with code {failed.process.returncode} as it "
+                "started (its messages are above); everything is stopped",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    def _request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def _restart_exited(self) -> Child | None:
+        """Restarts children that died; returns one that died as it started."""
+        for child in self.children:
+            if not child.exited():
+                continue
+            assert child.process is not None
+            if time.monotonic() - child.started_at < CRASH_LOOP_S:
+                return child
+            log.warning("%s exited with %s; restarting it", child.name, child.process.returncode)
+            time.sleep(RESTART_DELAY_S)
+            child.restarts += 1
+            child.start()
+        return None
+
+    def stop(self) -> None:
+        """Envoy first: it refuses new connections, closes idle ones and answers what is in
+        flight; then the workers, side by side, each committing what it still has."""
+        gateways = [c for c in self.children if c.is_gateway]
+        workers = [c for c in self.children if not c.is_gateway]
+        for child in gateways:
+            if child.process is not None and child.process.poll() is None:
+                drain_gateway(self.settings, timeout=self.settings.shutdown_grace_ms / 1000)
+                stop_process(child.process)
+        for child in workers:  # SIGINT: no drain, Envoy is gone; in-flight calls still commit
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGINT)
+        budget = self.settings.shutdown_grace_ms / 1000
+        for child in workers:
+            if child.process is not None:
+                stop_process(child.process, timeout=budget + 5)
+
+
+def drain_gateway(settings: Settings, timeout: float) -> None:
+    """Envoy closes its listeners at once (new connections are refused) and, with the
+    `immediate` drain strategy it runs with, each open connection after its current request;
+    returns when no request is in flight or after `timeout` seconds."""
+    admin = f"http://127.0.0.1:{settings.envoy_admin_port}"
+    try:
+        _admin_call(f"{admin}/drain_listeners", method="POST")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _active_requests(admin) > 0:
+            time.sleep(0.05)
+    except OSError as error:  # Envoy is already gone or not answering: nothing to drain
+        log.warning("could not drain Envoy: %s", error)
+
+
+def _active_requests(admin: str) -> int:
+    query = urllib.parse.urlencode({"format": "json", "filter": ACTIVE_REQUESTS_STAT})
+    stats = json.loads(_admin_call(f"{admin}/stats?{query}"))
+    return sum(int(stat.get("value", 0)) for stat in stats.get("stats", []))
+
+
+def _admin_call(url: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return response.read()
