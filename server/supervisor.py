@@ -25,7 +25,7 @@ from server.processes import stop_process
 log = logging.getLogger(__name__)
 
 CRASH_LOOP_S = 5.0
-"""A child that exits sooner than this after starting is not restarted: it cannot start (a
+"""A child that fails sooner than this after starting is not restarted: it cannot start (a
 taken port, a database not migrated) and trying again would only hide that."""
 RESTART_DELAY_S = 1.0
 POLL_S = 0.2
@@ -112,12 +112,13 @@ class Supervisor:
         self.stopping.set()
 
     def _restart_exited(self) -> Child | None:
-        """Restarts children that died; returns one that died as it started."""
+        """Restarts children that exited; returns one that failed as it started."""
         for child in self.children:
             if not child.exited():
                 continue
             assert child.process is not None
-            if time.monotonic() - child.started_at < CRASH_LOOP_S:
+            stopped_cleanly = child.process.returncode == 0  # someone stopped it: a restart
+            if not stopped_cleanly and time.monotonic() - child.started_at < CRASH_LOOP_S:
                 return child
             log.warning("%s exited with %s; restarting it", child.name, child.process.returncode)
             time.sleep(RESTART_DELAY_S)

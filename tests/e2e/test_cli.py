@@ -12,90 +12,18 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import grpc
-import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.conftest import wait_until
+from tests.e2e.operator import Cli, Up, make_cli, post, running_up, wait_until_serving
 
-MPLUS = [sys.executable, "-m", "server.cli"]
 KEY = re.compile(r"mp_[A-Za-z0-9_-]{29,}")
-SPEC_SINGLE_MESSAGE = {
-    "messages": [
-        {
-            "from": {"type": "custom", "value": "sender-id"},
-            "to": "441111111111",
-            "body": "This is a test message!",
-        }
-    ]
-}
-
-
-@dataclass
-class Cli:
-    """Runs `mplus` with MPLUS_STATE_DIR (and maybe MPLUS_DATABASE_URL) set for one test."""
-
-    env: dict[str, str]
-    state_dir: Path
-    grpc_port: int
-    http_port: int
-    admin_port: int
-
-    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*MPLUS, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        result = self.run(*args)
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-        assert "Traceback" not in result.stderr, result.stderr
-        return result.stdout
-
-    def fails(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """A refused command: non-zero exit, a message on stderr, never a traceback."""
-        result = self.run(*args)
-        assert result.returncode != 0, (args, result.stdout, result.stderr)
-        assert "Traceback" not in result.stderr, result.stderr
-        assert result.stderr.strip(), "the refusal says nothing on stderr"
-        return result
-
-    def accounts(self) -> dict[str, int]:
-        """Account name → active key count, from `accounts list --json`."""
-        listed = json.loads(self.ok("accounts", "list", "--json"))
-        return {entry["name"]: entry["active_keys"] for entry in listed}
-
-    def senders(self) -> list[str]:
-        return self.ok("senders", "list").split()
-
-
-def make_cli(state_dir: Path, database_url: str | None) -> Cli:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MPLUS_")}
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
-    env |= {
-        "MPLUS_STATE_DIR": str(state_dir),
-        "MPLUS_GRPC_PORT": str(grpc_port),
-        "MPLUS_HTTP_PORT": str(http_port),
-        "MPLUS_ENVOY_ADMIN_PORT": str(admin_port),
-    }
-    if database_url is not None:
-        env["MPLUS_DATABASE_URL"] = database_url
-    return Cli(env, state_dir, grpc_port, http_port, admin_port)
 
 
 @pytest.fixture
@@ -307,62 +235,6 @@ def group_is_gone(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-@dataclass
-class Up:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def running_up(cli: Cli) -> Iterator[Up]:
-    """`mplus up` in its own process group (as a terminal's foreground job), killed at the end."""
-    log = cli.state_dir / "up.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*MPLUS, "up"],
-            env=cli.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield Up(process, log)
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def post(cli: Cli, key: str) -> httpx.Response:
-    return httpx.post(
-        f"http://127.0.0.1:{cli.http_port}/message",
-        params={"key": key},
-        json=SPEC_SINGLE_MESSAGE,
-        timeout=5,
-    )
-
-
-def wait_until_serving(cli: Cli, up: Up, key: str) -> dict[str, Any]:
-    answered: list[httpx.Response] = []
-
-    def accepted() -> bool:
-        if up.process.poll() is not None:
-            raise AssertionError(f"mplus up exited with {up.process.returncode}: {up.output()}")
-        try:
-            response = post(cli, key)
-        except httpx.HTTPError:
-            return False
-        answered.append(response)
-        return response.status_code == 200
-
-    wait_until(accepted, "POST /message to return 200 through `mplus up`", timeout=30)
-    body: dict[str, Any] = answered[-1].json()
-    return body
 
 
 def grpc_health(cli: Cli) -> int:

@@ -63,3 +63,36 @@ def test_bad_values_stop_with_the_variable_named(name: str, value: str, complain
 def test_ipv6_hosts_are_bracketed_in_addresses() -> None:
     settings = Settings.from_env({"MPLUS_GRPC_HOST": "::1", "MPLUS_HTTP_HOST": "127.0.0.1"})
     assert (settings.grpc_address, settings.http_address) == ("[::1]:50051", "127.0.0.1:8080")
+
+
+def test_workers_listen_on_consecutive_ports_and_envoy_balances_over_them() -> None:
+    settings = Settings.from_env({"MPLUS_GRPC_PORT": "7000", "MPLUS_WORKERS": "3"})
+    assert [settings.worker_port(i) for i in range(3)] == [7000, 7001, 7002]
+    assert settings.upstream_endpoints == (
+        ("127.0.0.1", 7000),
+        ("127.0.0.1", 7001),
+        ("127.0.0.1", 7002),
+    )
+
+
+def test_upstreams_on_other_hosts_replace_the_local_workers() -> None:
+    settings = Settings.from_env(
+        {"MPLUS_WORKERS": "4", "MPLUS_UPSTREAMS": "10.0.0.5:50051, [fd00::6]:50052,"}
+    )
+    assert settings.upstream_endpoints == (("10.0.0.5", 50051), ("fd00::6", 50052))
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"MPLUS_UPSTREAMS": "db.internal:50051"}, "MPLUS_UPSTREAMS must list IP:port"),
+        ({"MPLUS_UPSTREAMS": "10.0.0.5"}, "MPLUS_UPSTREAMS must list IP:port"),
+        ({"MPLUS_UPSTREAMS": "10.0.0.5:0"}, "MPLUS_UPSTREAMS must list IP:port"),
+        ({"MPLUS_WORKERS": "0"}, "MPLUS_WORKERS must be between 1 and 64"),
+        ({"MPLUS_GRPC_PORT": "65535", "MPLUS_WORKERS": "2"}, "no room for 2 consecutive"),
+        ({"MPLUS_SHUTDOWN_DRAIN_MS": "-1"}, "MPLUS_SHUTDOWN_DRAIN_MS must be between 0"),
+    ],
+)
+def test_bad_replica_settings_are_refused(env: dict[str, str], complaint: str) -> None:
+    with pytest.raises(SystemExit, match=complaint):
+        Settings.from_env(env)
