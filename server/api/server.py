@@ -13,19 +13,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api.metrics import Metrics, MetricsListener, serve_metrics
+from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import Settings
+from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current
-from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 
 
 class CannotListen(SystemExit):
-    """The gRPC address cannot be bound: a startup error with a message, not a traceback."""
+    """An address cannot be bound: a startup error with a message, not a traceback."""
 
 
 @dataclass
@@ -33,6 +35,7 @@ class GrpcServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    metrics_listener: MetricsListener | None
 
     def start(self) -> None:
         self.server.start()
@@ -40,13 +43,24 @@ class GrpcServer:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """NOT_SERVING first, then refuse new calls and let in-flight ones commit."""
+        """NOT_SERVING first, then refuse new calls and let in-flight ones commit; metrics
+        answer until the last call is counted."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics_listener is not None:
+            self.metrics_listener.stop()
 
 
-def create_server(add_messages: AddMessages, address: str, settings: Settings) -> GrpcServer:
-    """A server bound to `address` (port 0 picks a free one) with health and reflection."""
+def create_server(
+    add_messages: AddMessages,
+    address: str,
+    settings: Settings,
+    metrics: Metrics | None = None,
+) -> GrpcServer:
+    """A server bound to `address` (port 0 picks a free one) with health and reflection, and
+    its metrics on the gRPC host at settings.process_metrics_port (0: none)."""
+    if metrics is None:
+        metrics = Metrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -56,7 +70,7 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
             ("grpc.max_send_message_length", settings.max_request_bytes * 2),
         ],
     )
-    MessageServicer(add_messages).register(server)
+    MessageServicer(add_messages, Telemetry(metrics)).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -69,16 +83,30 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
             f"cannot listen on {address}: the port is taken or the address is not local "
             "(MPLUS_GRPC_HOST, MPLUS_GRPC_PORT)"
         ) from None
-    return GrpcServer(server, port, health_servicer)
+    return GrpcServer(server, port, health_servicer, _metrics_listener(metrics, settings))
+
+
+def _metrics_listener(metrics: Metrics, settings: Settings) -> MetricsListener | None:
+    if not settings.process_metrics_port:
+        return None
+    try:
+        return serve_metrics(metrics, settings.grpc_host, settings.process_metrics_port)
+    except OSError as error:
+        raise CannotListen(
+            f"cannot serve metrics on port {settings.process_metrics_port} of "
+            f"{settings.grpc_host}: {error.strerror} (MPLUS_METRICS_PORT, MPLUS_WORKER_INDEX; "
+            "0 turns metrics off)"
+        ) from None
 
 
 def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
     ensure_current(engine)
-    add_messages = AddMessages(lambda: UnitOfWork(engine), limits=settings.limits)
+    metrics = Metrics()
+    add_messages = AddMessages(metrics.timed_unit_of_work(engine), limits=settings.limits)
     address = settings.grpc_address
-    running = create_server(add_messages, address, settings)
+    running = create_server(add_messages, address, settings, metrics)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -88,7 +116,11 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     running.start()
-    log.info("gRPC server listening on %s", address)
+    log.info(
+        "gRPC server listening on %s",
+        address,
+        extra={FIELDS: {"grpc_port": running.port, "metrics_port": settings.process_metrics_port}},
+    )
     stop.wait()
     running.stop()
     engine.dispose()

@@ -51,6 +51,7 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Engine, str, l
                         **os.environ,
                         "MPLUS_DATABASE_URL": postgres_url,
                         "MPLUS_GRPC_PORT": str(port),
+                        "MPLUS_METRICS_PORT": "0",
                         "MPLUS_STATE_DIR": str(tmp_path),
                         "MPLUS_MAX_WORKERS": "4",
                     },
