@@ -73,6 +73,7 @@ def running_stack(database_url: str) -> Iterator[tuple[str, str, str]]:
             "MPLUS_DATABASE_URL": database_url,
             "MPLUS_STATE_DIR": state,
             "MPLUS_GRPC_PORT": str(settings.grpc_port),
+            "MPLUS_METRICS_PORT": str(free_port()),
         }
         log = Path(state) / "processes.log"
         with log.open("wb") as sink:

@@ -13,6 +13,7 @@ from server import gateway
 from server.api.server import serve
 from server.config import Settings
 from server.domain.errors import DomainError
+from server.json_logs import log_json_lines
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current, upgrade
@@ -30,6 +31,7 @@ def _unit_of_work(settings: Settings) -> Callable[[], UnitOfWork]:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    log_json_lines()  # a server's stderr is read by log collectors: one JSON object a line
     serve(settings)
     return 0
 

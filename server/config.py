@@ -29,6 +29,10 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     envoy_admin_port: int = 9901
+    metrics_port: int = 9464
+    """Prometheus /metrics on the gRPC host; 0 disables. The first process's port: see below."""
+    worker_index: int = 0
+    """Which of several server processes this is (0-based); its metrics port is offset by it."""
     max_workers: int = 16
     max_concurrent_rpcs: int = 256
     max_request_bytes: int = 8 * 1024 * 1024
@@ -45,6 +49,11 @@ class Settings:
     @property
     def grpc_address(self) -> str:
         return _host_port(self.grpc_host, self.grpc_port)
+
+    @property
+    def process_metrics_port(self) -> int:
+        """This process's metrics port: MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX, or 0 (off)."""
+        return self.metrics_port + self.worker_index if self.metrics_port else 0
 
     @property
     def http_address(self) -> str:
@@ -108,6 +117,13 @@ class Settings:
             raise SystemExit(
                 f"MPLUS_GRPC_PORT {grpc_port} leaves no room for {workers} consecutive worker ports"
             )
+        metrics_port = integer("MPLUS_METRICS_PORT", defaults.metrics_port)
+        worker_index = integer("MPLUS_WORKER_INDEX", defaults.worker_index, 0, 1023)
+        if metrics_port and metrics_port + worker_index > 65535:
+            raise SystemExit(
+                f"MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX must be at most 65535, "
+                f"got {metrics_port} + {worker_index}"
+            )
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
@@ -115,6 +131,8 @@ class Settings:
             http_host=address("MPLUS_HTTP_HOST", defaults.http_host),
             http_port=integer("MPLUS_HTTP_PORT", defaults.http_port, 1),
             envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
+            metrics_port=metrics_port,
+            worker_index=worker_index,
             max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024),
             max_concurrent_rpcs=integer(
                 "MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs, 1, 100_000

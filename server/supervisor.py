@@ -75,7 +75,7 @@ class Supervisor:
         base = {**os.environ, "MPLUS_WORKERS": str(self.workers)}
         for index in range(self.workers):
             port = self.settings.worker_port(index)
-            env = {**base, "MPLUS_GRPC_PORT": str(port)}
+            env = {**base, "MPLUS_GRPC_PORT": str(port), "MPLUS_WORKER_INDEX": str(index)}
             self.children.append(
                 Child(f"worker {index + 1} (gRPC :{port})", [*mplus, "serve"], env)
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
@@ -27,15 +28,31 @@ a trailer that peers cap at 8 KiB, next to grpc-message, which repeats the first
 log = logging.getLogger(__name__)
 
 
-def status_for(error: Exception) -> grpc.Status:
-    """The status a caller sees for `error`; unexpected errors are logged, never exposed."""
+@dataclass(frozen=True)
+class Refusal:
+    """The status a caller is sent, with its code name and ErrorInfo reason for logs and metrics."""
+
+    status: grpc.Status
+    code: str
+    reason: str
+
+
+def refusal_for(error: Exception) -> Refusal:
+    """How `error` is answered; unexpected errors are logged, never exposed."""
     code, message, details = _classify(error)
     status = status_pb2.Status(code=code, message=message)
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)
-    return rpc_status.to_status(status)
+    info = details[0]
+    assert isinstance(info, error_details_pb2.ErrorInfo), "every status leads with its ErrorInfo"
+    return Refusal(rpc_status.to_status(status), code_pb2.Code.Name(code), info.reason)
+
+
+def status_for(error: Exception) -> grpc.Status:
+    """The status a caller sees for `error`."""
+    return refusal_for(error).status
 
 
 def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:

@@ -14,19 +14,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api.metrics import Metrics, MetricsListener, serve_metrics
+from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import Settings
+from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current
-from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 
 
 class CannotListen(SystemExit):
-    """The gRPC address cannot be bound: a startup error with a message, not a traceback."""
+    """An address cannot be bound: a startup error with a message, not a traceback."""
 
 
 @dataclass
@@ -34,6 +36,7 @@ class GrpcServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    metrics_listener: MetricsListener | None
 
     def start(self) -> None:
         self.server.start()
@@ -43,17 +46,27 @@ class GrpcServer:
     def stop(self, grace: float = SHUTDOWN_GRACE_S, drain: threading.Event | float = 0.0) -> None:
         """NOT_SERVING first and keep serving while Envoy's health checks notice (`drain`
         seconds, or until the event is set), then refuse new calls and give in-flight ones
-        `grace` seconds to finish and commit."""
+        `grace` seconds to finish and commit; metrics answer until the last call is counted."""
         self.health.enter_graceful_shutdown()
         if isinstance(drain, threading.Event):
             drain.wait()
         elif drain > 0:
             time.sleep(drain)
         self.server.stop(grace).wait()
+        if self.metrics_listener is not None:
+            self.metrics_listener.stop()
 
 
-def create_server(add_messages: AddMessages, address: str, settings: Settings) -> GrpcServer:
-    """A server bound to `address` (port 0 picks a free one) with health and reflection."""
+def create_server(
+    add_messages: AddMessages,
+    address: str,
+    settings: Settings,
+    metrics: Metrics | None = None,
+) -> GrpcServer:
+    """A server bound to `address` (port 0 picks a free one) with health and reflection, and
+    its metrics on the gRPC host at settings.process_metrics_port (0: none)."""
+    if metrics is None:
+        metrics = Metrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -63,7 +76,7 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
             ("grpc.max_send_message_length", settings.max_request_bytes * 2),
         ],
     )
-    MessageServicer(add_messages).register(server)
+    MessageServicer(add_messages, Telemetry(metrics)).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -76,7 +89,20 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
             f"cannot listen on {address}: the port is taken or the address is not local "
             "(MPLUS_GRPC_HOST, MPLUS_GRPC_PORT)"
         ) from None
-    return GrpcServer(server, port, health_servicer)
+    return GrpcServer(server, port, health_servicer, _metrics_listener(metrics, settings))
+
+
+def _metrics_listener(metrics: Metrics, settings: Settings) -> MetricsListener | None:
+    if not settings.process_metrics_port:
+        return None
+    try:
+        return serve_metrics(metrics, settings.grpc_host, settings.process_metrics_port)
+    except OSError as error:
+        raise CannotListen(
+            f"cannot serve metrics on port {settings.process_metrics_port} of "
+            f"{settings.grpc_host}: {error.strerror} (MPLUS_METRICS_PORT, MPLUS_WORKER_INDEX; "
+            "0 turns metrics off)"
+        ) from None
 
 
 def serve(settings: Settings) -> None:
@@ -85,9 +111,10 @@ def serve(settings: Settings) -> None:
     more); in-flight calls get their grace period either way."""
     engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
     ensure_current(engine)
-    add_messages = AddMessages(lambda: UnitOfWork(engine), limits=settings.limits)
+    metrics = Metrics()
+    add_messages = AddMessages(metrics.timed_unit_of_work(engine), limits=settings.limits)
     address = settings.grpc_address
-    running = create_server(add_messages, address, settings)
+    running = create_server(add_messages, address, settings, metrics)
     stop, drained = threading.Event(), threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -99,7 +126,11 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     running.start()
-    log.info("gRPC server listening on %s", address)
+    log.info(
+        "gRPC server listening on %s",
+        address,
+        extra={FIELDS: {"grpc_port": running.port, "metrics_port": settings.process_metrics_port}},
+    )
     stop.wait()
     threading.Timer(settings.shutdown_drain_ms / 1000, drained.set).start()
     log.info("NOT_SERVING; draining for %d ms", settings.shutdown_drain_ms)

@@ -7,6 +7,7 @@ from google.protobuf import message as protobuf_message
 from mplus.v1 import message_service_pb2
 
 from server.api import errors, translate
+from server.api.observability import Telemetry
 from server.domain.errors import InvalidRequest, Violation
 from server.service.add_messages import AddMessages
 
@@ -14,20 +15,26 @@ SERVICE_NAME: str = message_service_pb2.DESCRIPTOR.services_by_name["MessageServ
 
 
 class MessageServicer:
-    def __init__(self, add_messages: AddMessages) -> None:
+    def __init__(self, add_messages: AddMessages, telemetry: Telemetry) -> None:
         self._add_messages = add_messages
+        self._telemetry = telemetry
 
     def AddMessages(
         self, request: bytes, context: grpc.ServicerContext
     ) -> message_service_pb2.AddMessagesResponse:
         """Takes the raw request: a malformed one (bad UTF-8, broken wire format) is then an
         INVALID_ARGUMENT like any other bad input, not grpcio's INTERNAL with a traceback."""
-        try:
-            command = translate.command_from_request(_parse(request), context.invocation_metadata())
-            accepted = self._add_messages(command)
-        except Exception as error:
-            context.abort_with_status(errors.status_for(error))
-        return translate.response_from_accepted(accepted)
+        metadata = context.invocation_metadata()
+        with self._telemetry.request(metadata) as record:
+            try:
+                command = translate.command_from_request(_parse(request), metadata)
+                record.received(command)
+                accepted = self._add_messages(command, authenticated=record.authenticated)
+            except Exception as error:
+                refusal = errors.refusal_for(error)
+                record.refused(refusal, error)
+                context.abort_with_status(refusal.status)
+            return translate.response_from_accepted(accepted)
 
     def register(self, server: grpc.Server) -> None:
         """Registers AddMessages with no deserializer, so that `_parse` sees every request."""

@@ -44,7 +44,13 @@ class AddMessages:
     limits: Limits = field(default_factory=Limits)
     environment: Environment = field(default_factory=Environment)
 
-    def __call__(self, command: AddMessagesCommand) -> list[AcceptedMessage]:
+    def __call__(
+        self,
+        command: AddMessagesCommand,
+        authenticated: Callable[[str], None] = lambda _account_id: None,
+    ) -> list[AcceptedMessage]:
+        """`authenticated` hears the account id once the key is known, so that the caller can
+        attribute the request, a refused one included."""
         now = self.environment.now()
         outgoing: list[OutgoingMessage] = []
         violations = list(command.transport_violations)
@@ -58,7 +64,9 @@ class AddMessages:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return self._transaction(command.api_key, outgoing, invalid, command.dry_run, now)
+                return self._transaction(
+                    command.api_key, outgoing, invalid, command.dry_run, now, authenticated
+                )
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
                     raise
@@ -71,11 +79,13 @@ class AddMessages:
         invalid: InvalidRequest | None,
         dry_run: bool,
         now: datetime,
+        authenticated: Callable[[str], None],
     ) -> list[AcceptedMessage]:
         with self.unit_of_work() as uow:
             account_id = uow.keys.account_for(hash_key(api_key))
             if account_id is None:
                 raise Unauthenticated("unknown or revoked API key")
+            authenticated(account_id)
             if invalid is not None:
                 raise invalid
             accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)

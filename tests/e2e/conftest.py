@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, func, select
 
 from server import gateway
+from server.api.metrics import Metrics
 from server.api.server import GrpcServer, create_server
 from server.config import Settings
 from server.processes import stop_process
@@ -78,6 +79,7 @@ class Stack:
     account_id: str
     grpc_target: str
     http_url: str
+    metrics_url: str
     envoy_log: Path
 
     def unit_of_work(self) -> UnitOfWork:
@@ -129,6 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         state_dir=state,
         http_port=free_port(),
         envoy_admin_port=free_port(),
+        metrics_port=free_port(),
         max_request_bytes=1024 * 1024,
     )
     engine = create_database_engine(settings.database_url)
@@ -136,8 +139,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     unit_of_work = lambda: UnitOfWork(engine)  # noqa: E731
     senders.add_senders(unit_of_work, POOL)
     account = accounts.create_account(unit_of_work, "e2e")
+    metrics = Metrics()
     server: GrpcServer = create_server(
-        AddMessages(unit_of_work, settings.limits), "127.0.0.1:0", settings
+        AddMessages(metrics.timed_unit_of_work(engine), settings.limits),
+        "127.0.0.1:0",
+        settings,
+        metrics,
     )
     server.start()
     settings = dataclasses.replace(settings, grpc_port=server.port)  # Envoy's upstream
@@ -151,6 +158,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             account_id=account.id,
             grpc_target=f"127.0.0.1:{settings.grpc_port}",
             http_url=f"http://127.0.0.1:{settings.http_port}",
+            metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
             envoy_log=envoy_log,
         )
     finally:

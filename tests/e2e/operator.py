@@ -81,6 +81,7 @@ def make_cli(state_dir: Path, database_url: str | None) -> Cli:
         "MPLUS_GRPC_PORT": str(grpc_port),
         "MPLUS_HTTP_PORT": str(http_port),
         "MPLUS_ENVOY_ADMIN_PORT": str(admin_port),
+        "MPLUS_METRICS_PORT": str(free_port()),
     }
     if database_url is not None:
         env["MPLUS_DATABASE_URL"] = database_url

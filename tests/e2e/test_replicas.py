@@ -101,7 +101,7 @@ class Replicas:
 @pytest.fixture
 def replicas(postgres_url: str, tmp_path: Path) -> Iterator[Replicas]:
     cli = make_cli(tmp_path, postgres_url)
-    cli.env["MPLUS_MAX_WORKERS"] = "4"
+    cli.env |= {"MPLUS_MAX_WORKERS": "4", "MPLUS_METRICS_PORT": "0"}  # ports from +0 and +1
     cli.ok("db", "upgrade")
     cli.ok("senders", "add", *POOL)
     key = json.loads(cli.ok("accounts", "create", "replicated", "--json"))["key"]

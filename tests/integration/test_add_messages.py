@@ -99,6 +99,18 @@ def test_missing_or_unknown_keys_are_refused_before_validation(
     assert count(engine, queued_messages) == 0
 
 
+def test_the_caller_hears_the_account_once_the_key_is_known_and_only_then(
+    add_messages: AddMessages, account: accounts.NewAccount
+) -> None:
+    heard: list[str] = []
+    add_messages(AddMessagesCommand(account.key, [draft()]), authenticated=heard.append)
+    with pytest.raises(InvalidRequest):  # refused after authentication: still attributed
+        add_messages(AddMessagesCommand(account.key, [draft(to="1")]), authenticated=heard.append)
+    with pytest.raises(Unauthenticated):
+        add_messages(AddMessagesCommand("mp_not-a-key", [draft()]), authenticated=heard.append)
+    assert heard == [account.id, account.id]
+
+
 def test_a_revoked_key_stops_working_and_other_keys_keep_working(
     add_messages: AddMessages,
     account: accounts.NewAccount,

@@ -52,6 +52,8 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_GRPC_HOST", "localhost", "must be an IP address"),
         ("MPLUS_HTTP_HOST", "example.com", "must be an IP address"),
         ("MPLUS_GRPC_PORT", "0", "between 1 and 65535"),
+        ("MPLUS_METRICS_PORT", "65536", "between 0 and 65535"),
+        ("MPLUS_WORKER_INDEX", "-1", "between 0 and 1023"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
@@ -96,3 +98,20 @@ def test_upstreams_on_other_hosts_replace_the_local_workers() -> None:
 def test_bad_replica_settings_are_refused(env: dict[str, str], complaint: str) -> None:
     with pytest.raises(SystemExit, match=complaint):
         Settings.from_env(env)
+
+
+def test_metrics_default_to_9464_and_worker_i_serves_on_the_port_plus_i() -> None:
+    assert Settings.from_env({}).process_metrics_port == 9464
+    third = Settings.from_env({"MPLUS_METRICS_PORT": "9500", "MPLUS_WORKER_INDEX": "2"})
+    assert (third.metrics_port, third.process_metrics_port) == (9500, 9502)
+
+
+def test_metrics_port_0_turns_metrics_off_for_every_worker() -> None:
+    settings = Settings.from_env({"MPLUS_METRICS_PORT": "0", "MPLUS_WORKER_INDEX": "3"})
+    assert settings.process_metrics_port == 0
+
+
+def test_a_worker_whose_metrics_port_would_pass_65535_is_refused() -> None:
+    with pytest.raises(SystemExit) as raised:
+        Settings.from_env({"MPLUS_METRICS_PORT": "65535", "MPLUS_WORKER_INDEX": "1"})
+    assert "MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX" in str(raised.value)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from server.api.errors import status_for
+from server.api.errors import refusal_for, status_for
 from server.domain.errors import (
     IdConflict,
     InvalidRequest,
@@ -89,11 +89,20 @@ def test_thousands_of_violations_fit_the_trailer_peers_accept() -> None:
 def test_each_error_has_its_code_and_an_error_info(
     error: Exception, code: grpc.StatusCode, reason: str
 ) -> None:
-    got, status = decoded(status_for(error))
+    refusal = refusal_for(error)
+    got, status = decoded(refusal.status)
     assert got is code
     info = detail(status, error_details_pb2.ErrorInfo)
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert (info.reason, info.domain) == (reason, "mplus")
+    assert (refusal.code, refusal.reason) == (code.name, reason)  # what logs and metrics show
+
+
+def test_an_invalid_request_and_a_bug_name_their_code_and_reason_for_the_record() -> None:
+    invalid = refusal_for(InvalidRequest([Violation("messages[0].to", "is required", "REQUIRED")]))
+    assert (invalid.code, invalid.reason) == ("INVALID_ARGUMENT", "INVALID_REQUEST")
+    bug = refusal_for(KeyError("x"))
+    assert (bug.code, bug.reason) == ("INTERNAL", "INTERNAL")
 
 
 def test_a_bug_is_internal_logged_and_not_exposed(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,122 @@
+"""Prometheus metrics of one server: its own registry, the instruments, the /metrics listener."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from sqlalchemy import Engine
+
+from server.storage.unit_of_work import UnitOfWork
+
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    """A registry per server rather than the global one: servers in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "mplus_requests_total",
+            "AddMessages calls by transport (json through Envoy's transcoder, else grpc) "
+            "and gRPC status code",
+            ["transport", "code"],
+            registry=registry,
+        )
+        self.messages_accepted = Counter(
+            "mplus_messages_accepted_total",
+            "Messages answered with a result: mode stored (queued or replayed) or dry_run",
+            ["mode"],
+            registry=registry,
+        )
+        self.messages_rejected = Counter(
+            "mplus_messages_rejected_total",
+            "Messages of refused requests, by the message's first violation reason, else the "
+            "request's reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "mplus_request_duration_seconds",
+            "AddMessages latency inside the server, by transport",
+            ["transport"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "mplus_batch_size_messages",
+            "Messages per AddMessages request that could be read",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.db_transaction_duration = Histogram(
+            "mplus_db_transaction_duration_seconds",
+            "Time from taking a database connection to commit or rollback, per transaction",
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "mplus_requests_in_flight",
+            "AddMessages calls being handled now",
+            registry=registry,
+        )
+
+    def timed_unit_of_work(self, engine: Engine) -> Callable[[], UnitOfWork]:
+        """Units of work that report their transaction time to this registry."""
+        return lambda: _TimedUnitOfWork(engine, self.db_transaction_duration)
+
+
+class _TimedUnitOfWork(UnitOfWork):
+    """Times the whole transaction: waiting for a connection and locks, SQL, and the commit's
+    fsync, which statement-level timing would miss."""
+
+    def __init__(self, engine: Engine, histogram: Histogram) -> None:
+        super().__init__(engine)
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> UnitOfWork:
+        self._started = time.perf_counter()
+        return super().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, traceback)
+        finally:
+            self._histogram.observe(time.perf_counter() - self._started)
+
+
+@dataclass
+class MetricsListener:
+    """The HTTP server answering Prometheus scrapes, on a thread of its own."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> MetricsListener:
+    """Serves `metrics` on host:port (port 0 picks a free one); OSError when it cannot bind."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return MetricsListener(server, thread)
