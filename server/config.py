@@ -11,6 +11,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout the service runs from (installed editable): holds envoy/ and migrations/."""
 
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
+"""Rate limits in requests per second: from one per ~17 minutes to what no host serves."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -32,6 +35,13 @@ class Settings:
     max_workers: int = 16
     max_concurrent_rpcs: int = 256
     max_request_bytes: int = 8 * 1024 * 1024
+    max_connections: int = 1000
+    rate_limit_per_key: float = 50.0
+    """Requests per second one API key may sustain through Envoy (0: no per-key limit)."""
+    rate_limit_burst: int = 100
+    """Requests one API key may send at once before `rate_limit_per_key` paces it."""
+    rate_limit_global: float = 1000.0
+    """Requests per second through Envoy across all keys, so random keys gain nothing (0: off)."""
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
 
@@ -60,6 +70,23 @@ class Settings:
                 raise SystemExit(f"{name} must be between {low} and {high}, got {raw!r}")
             return value
 
+        def rate(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"{name} must be a number of requests per second, got {raw!r}"
+                ) from None
+            if value != 0 and not MIN_RATE <= value <= MAX_RATE:
+                raise SystemExit(
+                    f"{name} must be 0 (off) or between {MIN_RATE} and {MAX_RATE:g} requests "
+                    f"per second, got {raw!r}"
+                )
+            return value
+
         def address(name: str, default: str) -> str:
             raw = env.get(name) or default
             try:
@@ -85,6 +112,14 @@ class Settings:
             max_request_bytes=integer(
                 "MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, 1 << 30
             ),
+            max_connections=integer(
+                "MPLUS_MAX_CONNECTIONS", defaults.max_connections, 1, 1_000_000
+            ),
+            rate_limit_per_key=rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key),
+            rate_limit_burst=integer(
+                "MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000
+            ),
+            rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
             state_dir=state_dir,
             limits=Limits(
                 max_messages=integer(

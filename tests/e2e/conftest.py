@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,20 @@ def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
     wait_until(ready, "envoy to be ready with a healthy upstream")
     return process
+
+
+@contextmanager
+def extra_gateway(stack: Stack, **changes: Any) -> Iterator[Settings]:
+    """Another Envoy with its own settings in front of the stack's server, so tests of limits
+    and TLS leave the shared gateway's defaults alone."""
+    settings = dataclasses.replace(
+        stack.settings, http_port=free_port(), envoy_admin_port=free_port(), **changes
+    )
+    envoy = start_envoy(settings, settings.state_dir / f"envoy-{settings.http_port}.log")
+    try:
+        yield settings
+    finally:
+        stop_process(envoy)
 
 
 @pytest.fixture(scope="module")

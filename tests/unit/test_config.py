@@ -18,6 +18,8 @@ def test_defaults_are_the_documented_ones() -> None:
         9901,
     )
     assert settings.limits == Limits(max_messages=1000, max_body_chars=1600, max_schedule_days=180)
+    assert (settings.rate_limit_per_key, settings.rate_limit_burst) == (50, 100)
+    assert (settings.rate_limit_global, settings.max_connections) == (1000, 1000)
     assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
         "var/mplus.db"
     )
@@ -52,6 +54,12 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_GRPC_HOST", "localhost", "must be an IP address"),
         ("MPLUS_HTTP_HOST", "example.com", "must be an IP address"),
         ("MPLUS_GRPC_PORT", "0", "between 1 and 65535"),
+        ("MPLUS_RATE_LIMIT_PER_KEY", "fast", "must be a number of requests per second"),
+        ("MPLUS_RATE_LIMIT_PER_KEY", "-1", "must be 0 (off) or between 0.001 and 1e+06"),
+        ("MPLUS_RATE_LIMIT_GLOBAL", "0.0001", "must be 0 (off) or between 0.001 and 1e+06"),
+        ("MPLUS_RATE_LIMIT_GLOBAL", "nan", "must be 0 (off) or between"),
+        ("MPLUS_RATE_LIMIT_BURST", "0", "between 1 and 1000000"),
+        ("MPLUS_MAX_CONNECTIONS", "0", "between 1 and 1000000"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
@@ -63,3 +71,15 @@ def test_bad_values_stop_with_the_variable_named(name: str, value: str, complain
 def test_ipv6_hosts_are_bracketed_in_addresses() -> None:
     settings = Settings.from_env({"MPLUS_GRPC_HOST": "::1", "MPLUS_HTTP_HOST": "127.0.0.1"})
     assert (settings.grpc_address, settings.http_address) == ("[::1]:50051", "127.0.0.1:8080")
+
+
+def test_rates_take_fractions_and_zero_turns_a_limit_off() -> None:
+    settings = Settings.from_env(
+        {
+            "MPLUS_RATE_LIMIT_PER_KEY": "0.5",
+            "MPLUS_RATE_LIMIT_GLOBAL": "0",
+            "MPLUS_MAX_CONNECTIONS": "50",
+        }
+    )
+    assert (settings.rate_limit_per_key, settings.rate_limit_global) == (0.5, 0)
+    assert settings.max_connections == 50
