@@ -42,6 +42,8 @@ class Settings:
     """Requests one API key may send at once before `rate_limit_per_key` paces it."""
     rate_limit_global: float = 1000.0
     """Requests per second through Envoy across all keys, so random keys gain nothing (0: off)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
 
@@ -98,6 +100,7 @@ class Settings:
             return raw
 
         state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
+        tls_cert, tls_key = _tls_files(env)
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
@@ -120,6 +123,8 @@ class Settings:
                 "MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000
             ),
             rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             state_dir=state_dir,
             limits=Limits(
                 max_messages=integer(
@@ -133,6 +138,26 @@ class Settings:
                 ),
             ),
         )
+
+
+def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """MPLUS_TLS_CERT and MPLUS_TLS_KEY: both or neither, readable files, made absolute (Envoy
+    resolves a relative path against its own working directory)."""
+    given = {name: env.get(name, "") for name in ("MPLUS_TLS_CERT", "MPLUS_TLS_KEY")}
+    if not any(given.values()):
+        return None, None
+    if not all(given.values()):
+        missing = next(name for name, value in given.items() if not value)
+        raise SystemExit(
+            f"{missing} must be set too: TLS needs both MPLUS_TLS_CERT and MPLUS_TLS_KEY"
+        )
+    paths = []
+    for name, value in given.items():
+        path = Path(value).resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise SystemExit(f"{name} must name a readable PEM file, got {value!r}")
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def _host_port(host: str, port: int) -> str:

@@ -205,6 +205,31 @@ def rate_limit(settings: Settings) -> str:
     return json.dumps(config)
 
 
+def transport_socket(settings: Settings) -> str:
+    """The listener's TLS, as a YAML line of its filter chain (empty without a certificate):
+    ALPN offers h2 (JSON and native gRPC) and http/1.1 (JSON) on the one port."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return ""
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(settings.tls_cert)},
+                        "private_key": {"filename": str(settings.tls_key)},
+                    }
+                ],
+            },
+        },
+    }
+    return f"      transport_socket: {json.dumps(tls)}"
+
+
 def descriptor_path() -> Path:
     return Path(str(files("mplus.v1") / "api_descriptor.binpb"))
 
@@ -221,6 +246,7 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         max_response_bytes=settings.max_request_bytes * 2,
         local_reply_mappers=local_reply_mappers(),
         rate_limit=rate_limit(settings),
+        transport_socket=transport_socket(settings),
         max_connections=settings.max_connections,
     )
 

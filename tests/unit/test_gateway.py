@@ -51,3 +51,7 @@ def test_zero_turns_each_limit_off() -> None:
     assert per_key_only["always_consume_default_token_bucket"] is False  # only keyless requests
     assert "descriptors" not in rate_limit(rate_limit_per_key=0)
     assert "filter_enabled" not in rate_limit(rate_limit_per_key=0, rate_limit_global=0)
+
+
+def test_without_tls_the_listener_is_plain() -> None:
+    assert "transport_socket" not in gateway.render(Settings())
