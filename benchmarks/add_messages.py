@@ -62,6 +62,8 @@ def running_stack(database_url: str) -> Iterator[tuple[str, str, str]]:
             grpc_port=free_port(),
             http_port=free_port(),
             envoy_admin_port=free_port(),
+            rate_limit_per_key=0,  # one key drives every case: measure the service, not limits
+            rate_limit_global=0,
         )
         engine = create_database_engine(database_url)
         upgrade(engine)

@@ -53,7 +53,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     ports = ", ".join(str(settings.worker_port(i)) for i in range(settings.workers))
     print(
         f"mplus up: gRPC on {settings.grpc_host} port {ports}, "
-        f"JSON on http://{settings.http_address}/message (Ctrl-C stops)",
+        f"JSON on {'https' if settings.tls_cert else 'http'}://{settings.http_address}/message "
+        "(Ctrl-C stops)",
         flush=True,
     )
     return supervisor.run()

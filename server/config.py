@@ -11,6 +11,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout the service runs from (installed editable): holds envoy/ and migrations/."""
 
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
+"""Rate limits in requests per second: from one per ~17 minutes to what no host serves."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -43,6 +46,15 @@ class Settings:
     """NOT_SERVING this long before refusing calls, so Envoy's health checks stop routing here."""
     shutdown_grace_ms: int = 10_000
     """Then in-flight calls get this long to finish and commit."""
+    max_connections: int = 1000
+    rate_limit_per_key: float = 50.0
+    """Requests per second one API key may sustain through Envoy (0: no per-key limit)."""
+    rate_limit_burst: int = 100
+    """Requests one API key may send at once before `rate_limit_per_key` paces it."""
+    rate_limit_global: float = 1000.0
+    """Requests per second through Envoy across all keys, so random keys gain nothing (0: off)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
 
@@ -87,6 +99,23 @@ class Settings:
                 raise SystemExit(f"{name} must be between {low} and {high}, got {raw!r}")
             return value
 
+        def rate(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"{name} must be a number of requests per second, got {raw!r}"
+                ) from None
+            if value != 0 and not MIN_RATE <= value <= MAX_RATE:
+                raise SystemExit(
+                    f"{name} must be 0 (off) or between {MIN_RATE} and {MAX_RATE:g} requests "
+                    f"per second, got {raw!r}"
+                )
+            return value
+
         def address(name: str, default: str) -> str:
             raw = env.get(name) or default
             try:
@@ -124,6 +153,7 @@ class Settings:
                 f"MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX must be at most 65535, "
                 f"got {metrics_port} + {worker_index}"
             )
+        tls_cert, tls_key = _tls_files(env)
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
@@ -148,6 +178,16 @@ class Settings:
             shutdown_grace_ms=integer(
                 "MPLUS_SHUTDOWN_GRACE_MS", defaults.shutdown_grace_ms, 0, 300_000
             ),
+            max_connections=integer(
+                "MPLUS_MAX_CONNECTIONS", defaults.max_connections, 1, 1_000_000
+            ),
+            rate_limit_per_key=rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key),
+            rate_limit_burst=integer(
+                "MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000
+            ),
+            rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             state_dir=state_dir,
             limits=Limits(
                 max_messages=integer(
@@ -161,6 +201,26 @@ class Settings:
                 ),
             ),
         )
+
+
+def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """MPLUS_TLS_CERT and MPLUS_TLS_KEY: both or neither, readable files, made absolute (Envoy
+    resolves a relative path against its own working directory)."""
+    given = {name: env.get(name, "") for name in ("MPLUS_TLS_CERT", "MPLUS_TLS_KEY")}
+    if not any(given.values()):
+        return None, None
+    if not all(given.values()):
+        missing = next(name for name, value in given.items() if not value)
+        raise SystemExit(
+            f"{missing} must be set too: TLS needs both MPLUS_TLS_CERT and MPLUS_TLS_KEY"
+        )
+    paths = []
+    for name, value in given.items():
+        path = Path(value).resolve()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise SystemExit(f"{name} must name a readable PEM file, got {value!r}")
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def _host_port(host: str, port: int) -> str:

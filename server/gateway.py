@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from importlib.resources import files
 from pathlib import Path
@@ -33,6 +34,14 @@ LOCAL_REPLY_CODES = {
 }
 """HTTP status of an Envoy-made reply → the gRPC code in its JSON body, as upstream errors have."""
 
+RATE_LIMITED = (
+    "rate limit exceeded: too many requests for this API key, or for all keys together; "
+    "retry after the seconds in the retry-after header"
+)
+LOCAL_REPLY_MESSAGES = {429: RATE_LIMITED}
+"""Messages for replies whose own body says little (the rate limiter's: "local_rate_limited").
+A 429 from Envoy is always the rate limiter's: the server's RESOURCE_EXHAUSTED is no local reply."""
+
 _NOT_NATIVE_GRPC = {
     "or_filter": {
         "filters": [
@@ -58,6 +67,17 @@ _NOT_NATIVE_GRPC = {
 }
 
 
+def _status_is(status: int) -> dict[str, object]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"mplus.lr.{status}"},
+            }
+        }
+    }
+
+
 def _mapper(
     status: int | None,
     code: int,
@@ -66,16 +86,7 @@ def _mapper(
 ) -> dict[str, object]:
     filters: list[object] = [_NOT_NATIVE_GRPC, *([when] if when else [])]
     if status is not None:
-        filters.append(
-            {
-                "status_code_filter": {
-                    "comparison": {
-                        "op": "EQ",
-                        "value": {"default_value": status, "runtime_key": f"mplus.lr.{status}"},
-                    }
-                }
-            }
-        )
+        filters.append(_status_is(status))
     return {
         "filter": {"and_filter": {"filters": filters}} if len(filters) > 1 else filters[0],
         "body_format_override": {
@@ -88,7 +99,8 @@ def _mapper(
 def local_reply_mappers() -> str:
     """One mapper per status, then a catch-all (UNKNOWN), as YAML flow lines (JSON is YAML).
 
-    A path no route matches has no reply body of its own: it gets a message saying so.
+    A path no route matches has no reply body of its own: it gets a message saying so, and so
+    does a rate-limited request (Envoy's own is "local_rate_limited"), native gRPC included.
     """
     no_route = _mapper(
         404,
@@ -96,7 +108,18 @@ def local_reply_mappers() -> str:
         message="no such endpoint: the JSON API is POST /message",
         when={"response_flag_filter": {"flags": ["NR"]}},
     )
-    mappers = [no_route, *(_mapper(status, code) for status, code in LOCAL_REPLY_CODES.items())]
+    rate_limited_grpc = {  # the grpc-message a native client sees
+        "filter": _status_is(429),
+        "body_format_override": {"text_format_source": {"inline_string": RATE_LIMITED}},
+    }
+    mappers = [
+        no_route,
+        *(
+            _mapper(status, code, LOCAL_REPLY_MESSAGES.get(status, "%LOCAL_REPLY_BODY%"))
+            for status, code in LOCAL_REPLY_CODES.items()
+        ),
+        rate_limited_grpc,
+    ]
     mappers.append(_mapper(None, 2))
     return "\n".join(f"            - {json.dumps(m)}" for m in mappers)
 
@@ -108,6 +131,115 @@ def upstream_endpoints(settings: Settings) -> str:
         + json.dumps({"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}})
         for h, p in settings.upstream_endpoints
     )
+
+
+MAX_DYNAMIC_DESCRIPTORS = 10_000
+"""Per-key buckets Envoy keeps (least recently used go first). Envoy's default is 20, past
+which a busy key's bucket is evicted and comes back full."""
+
+_API_KEY = {"descriptor_key": "api_key"}
+_PER_KEY = {"descriptor_key": "limit", "descriptor_value": "per_key"}
+_PER_KEY_RATE_LIMITS = [
+    # ?key=… (JSON)
+    {
+        "actions": [
+            {"query_parameters": {"query_parameter_name": "key", **_API_KEY}},
+            {"generic_key": _PER_KEY},
+        ]
+    },
+    # x-api-key (JSON and native gRPC), counted only when no ?key= names the key already, so a
+    # request giving both costs one token; both name one bucket: (api_key=K, limit=per_key).
+    {
+        "actions": [
+            {"request_headers": {"header_name": "x-api-key", **_API_KEY}},
+            {
+                "query_parameter_value_match": {
+                    **_PER_KEY,
+                    "expect_match": False,
+                    "query_parameters": [{"name": "key", "present_match": True}],
+                }
+            },
+        ]
+    },
+]
+LOCAL_RATE_LIMIT = (
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+)
+_ALL = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+_UINT32_MAX = 2**32 - 1
+
+
+def token_bucket(rate: float, size: int) -> dict[str, object]:
+    """`rate` requests per second as Envoy's whole tokens per fill interval."""
+    tokens = max(1, round(rate))
+    return {"max_tokens": size, "tokens_per_fill": tokens, "fill_interval": f"{tokens / rate:.3f}s"}
+
+
+def rate_limit(settings: Settings) -> str:
+    """The local_ratelimit filter's config, as one JSON line: a bucket per API key (query or
+    header, JSON or gRPC) and one for all requests; 429 for JSON, RESOURCE_EXHAUSTED for gRPC."""
+    per_key, overall = settings.rate_limit_per_key, settings.rate_limit_global
+    if not per_key and not overall:
+        return json.dumps({"@type": LOCAL_RATE_LIMIT, "stat_prefix": "rate_limit"})  # enabled: 0 %
+    slowest = min(r for r in (per_key, overall) if r)
+    config: dict[str, object] = {
+        "@type": LOCAL_RATE_LIMIT,
+        "stat_prefix": "rate_limit",
+        "filter_enabled": _ALL,
+        "filter_enforced": _ALL,
+        # The bucket all requests share, keyed or not: random keys each get a fresh key bucket.
+        "token_bucket": (
+            token_bucket(overall, max(1, round(overall)))
+            if overall
+            else {"max_tokens": _UINT32_MAX, "tokens_per_fill": _UINT32_MAX, "fill_interval": "1s"}
+        ),
+        "always_consume_default_token_bucket": bool(overall),
+        "rate_limited_as_resource_exhausted": True,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "response_headers_to_add": [
+            {
+                "header": {"key": "retry-after", "value": str(max(1, math.ceil(1 / slowest)))},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+    if per_key:
+        config |= {
+            "rate_limits": _PER_KEY_RATE_LIMITS,
+            "descriptors": [
+                {
+                    "entries": [{"key": "api_key"}, {"key": "limit", "value": "per_key"}],
+                    "token_bucket": token_bucket(per_key, settings.rate_limit_burst),
+                }
+            ],
+            "max_dynamic_descriptors": MAX_DYNAMIC_DESCRIPTORS,
+        }
+    return json.dumps(config)
+
+
+def transport_socket(settings: Settings) -> str:
+    """The listener's TLS, as a YAML line of its filter chain (empty without a certificate):
+    ALPN offers h2 (JSON and native gRPC) and http/1.1 (JSON) on the one port."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return ""
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(settings.tls_cert)},
+                        "private_key": {"filename": str(settings.tls_key)},
+                    }
+                ],
+            },
+        },
+    }
+    return f"      transport_socket: {json.dumps(tls)}"
 
 
 def descriptor_path() -> Path:
@@ -125,6 +257,9 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         max_request_bytes=settings.max_request_bytes,
         max_response_bytes=settings.max_request_bytes * 2,
         local_reply_mappers=local_reply_mappers(),
+        rate_limit=rate_limit(settings),
+        transport_socket=transport_socket(settings),
+        max_connections=settings.max_connections,
     )
 
 

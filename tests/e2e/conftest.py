@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,26 @@ def free_port() -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of `count` consecutive ports nothing listens on (for `mplus up --workers`)."""
+    while True:
+        base = free_port()
+        ports = range(base + 1, base + count)
+        free = base + count <= 65536 and all(_bindable(p) for p in ports)
+        if free and not _handed_out.intersection(ports):
+            _handed_out.update(ports)
+            return base
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -120,6 +141,20 @@ def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
     wait_until(ready, "envoy to be ready with a healthy upstream")
     return process
+
+
+@contextmanager
+def extra_gateway(stack: Stack, **changes: Any) -> Iterator[Settings]:
+    """Another Envoy with its own settings in front of the stack's server, so tests of limits
+    and TLS leave the shared gateway's defaults alone."""
+    settings = dataclasses.replace(
+        stack.settings, http_port=free_port(), envoy_admin_port=free_port(), **changes
+    )
+    envoy = start_envoy(settings, settings.state_dir / f"envoy-{settings.http_port}.log")
+    try:
+        yield settings
+    finally:
+        stop_process(envoy)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.conftest import consecutive_free_ports, free_port, wait_until
 
 MPLUS = [sys.executable, "-m", "server.cli"]
 SPEC_SINGLE_MESSAGE = {
@@ -73,9 +73,10 @@ class Cli:
         return self.ok("senders", "list").split()
 
 
-def make_cli(state_dir: Path, database_url: str | None) -> Cli:
+def make_cli(state_dir: Path, database_url: str | None, workers: int = 1) -> Cli:
+    """`workers` gRPC ports from grpc_port on are kept free for `mplus up --workers`."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("MPLUS_")}
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, admin_port = consecutive_free_ports(workers), free_port(), free_port()
     env |= {
         "MPLUS_STATE_DIR": str(state_dir),
         "MPLUS_GRPC_PORT": str(grpc_port),

@@ -100,8 +100,13 @@ class Replicas:
 
 @pytest.fixture
 def replicas(postgres_url: str, tmp_path: Path) -> Iterator[Replicas]:
-    cli = make_cli(tmp_path, postgres_url)
-    cli.env |= {"MPLUS_MAX_WORKERS": "4", "MPLUS_METRICS_PORT": "0"}  # ports from +0 and +1
+    cli = make_cli(tmp_path, postgres_url, workers=2)
+    cli.env |= {
+        "MPLUS_MAX_WORKERS": "4",
+        "MPLUS_METRICS_PORT": "0",  # workers would take +0 and +1: ports not handed out
+        "MPLUS_RATE_LIMIT_PER_KEY": "0",  # one key drives all the load here
+        "MPLUS_RATE_LIMIT_GLOBAL": "0",
+    }
     cli.ok("db", "upgrade")
     cli.ok("senders", "add", *POOL)
     key = json.loads(cli.ok("accounts", "create", "replicated", "--json"))["key"]

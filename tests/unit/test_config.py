@@ -18,6 +18,9 @@ def test_defaults_are_the_documented_ones() -> None:
         9901,
     )
     assert settings.limits == Limits(max_messages=1000, max_body_chars=1600, max_schedule_days=180)
+    assert (settings.rate_limit_per_key, settings.rate_limit_burst) == (50, 100)
+    assert (settings.rate_limit_global, settings.max_connections) == (1000, 1000)
+    assert settings.tls_cert is None and settings.tls_key is None
     assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
         "var/mplus.db"
     )
@@ -54,6 +57,14 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_GRPC_PORT", "0", "between 1 and 65535"),
         ("MPLUS_METRICS_PORT", "65536", "between 0 and 65535"),
         ("MPLUS_WORKER_INDEX", "-1", "between 0 and 1023"),
+        ("MPLUS_RATE_LIMIT_PER_KEY", "fast", "must be a number of requests per second"),
+        ("MPLUS_RATE_LIMIT_PER_KEY", "-1", "must be 0 (off) or between 0.001 and 1e+06"),
+        ("MPLUS_RATE_LIMIT_GLOBAL", "0.0001", "must be 0 (off) or between 0.001 and 1e+06"),
+        ("MPLUS_RATE_LIMIT_GLOBAL", "nan", "must be 0 (off) or between"),
+        ("MPLUS_RATE_LIMIT_BURST", "0", "between 1 and 1000000"),
+        ("MPLUS_MAX_CONNECTIONS", "0", "between 1 and 1000000"),
+        ("MPLUS_TLS_CERT", "/nonexistent/tls.crt", "MPLUS_TLS_KEY must be set too"),
+        ("MPLUS_TLS_KEY", "/nonexistent/tls.key", "MPLUS_TLS_CERT must be set too"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
@@ -115,3 +126,27 @@ def test_a_worker_whose_metrics_port_would_pass_65535_is_refused() -> None:
     with pytest.raises(SystemExit) as raised:
         Settings.from_env({"MPLUS_METRICS_PORT": "65535", "MPLUS_WORKER_INDEX": "1"})
     assert "MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX" in str(raised.value)
+
+
+def test_rates_take_fractions_and_zero_turns_a_limit_off() -> None:
+    settings = Settings.from_env(
+        {
+            "MPLUS_RATE_LIMIT_PER_KEY": "0.5",
+            "MPLUS_RATE_LIMIT_GLOBAL": "0",
+            "MPLUS_MAX_CONNECTIONS": "50",
+        }
+    )
+    assert (settings.rate_limit_per_key, settings.rate_limit_global) == (0.5, 0)
+    assert settings.max_connections == 50
+
+
+def test_tls_files_must_both_be_readable_and_are_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tls.crt").write_text("cert")
+    (tmp_path / "tls.key").write_text("key")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"MPLUS_TLS_CERT": "tls.crt", "MPLUS_TLS_KEY": "tls.key"})
+    assert (settings.tls_cert, settings.tls_key) == (tmp_path / "tls.crt", tmp_path / "tls.key")
+    with pytest.raises(SystemExit, match="MPLUS_TLS_KEY must name a readable PEM file"):
+        Settings.from_env({"MPLUS_TLS_CERT": "tls.crt", "MPLUS_TLS_KEY": "missing.key"})

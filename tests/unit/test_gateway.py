@@ -1,0 +1,57 @@
+"""The rendered Envoy config: rate limits as token buckets, and what each setting turns on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from server import gateway
+from server.config import Settings
+
+
+@pytest.mark.parametrize(
+    ("rate", "size", "bucket"),
+    [
+        (50, 100, {"max_tokens": 100, "tokens_per_fill": 50, "fill_interval": "1.000s"}),
+        (0.05, 3, {"max_tokens": 3, "tokens_per_fill": 1, "fill_interval": "20.000s"}),
+        (2.5, 5, {"max_tokens": 5, "tokens_per_fill": 2, "fill_interval": "0.800s"}),
+    ],
+)
+def test_a_rate_becomes_whole_tokens_per_interval(
+    rate: float, size: int, bucket: dict[str, object]
+) -> None:
+    assert gateway.token_bucket(rate, size) == bucket
+
+
+def rate_limit(**changes: object) -> dict[str, object]:
+    config: dict[str, object] = json.loads(
+        gateway.rate_limit(dataclasses.replace(Settings(), **changes))  # type: ignore[arg-type]
+    )
+    return config
+
+
+def test_defaults_limit_each_key_and_all_requests() -> None:
+    config = rate_limit()
+    assert config["token_bucket"] == gateway.token_bucket(1000, 1000)
+    assert config["always_consume_default_token_bucket"] is True
+    assert config["descriptors"] == [
+        {
+            "entries": [{"key": "api_key"}, {"key": "limit", "value": "per_key"}],
+            "token_bucket": gateway.token_bucket(50, 100),
+        }
+    ]
+    assert config["max_dynamic_descriptors"] == gateway.MAX_DYNAMIC_DESCRIPTORS
+    assert config["rate_limited_as_resource_exhausted"] is True
+
+
+def test_zero_turns_each_limit_off() -> None:
+    per_key_only = rate_limit(rate_limit_global=0)
+    assert per_key_only["always_consume_default_token_bucket"] is False  # only keyless requests
+    assert "descriptors" not in rate_limit(rate_limit_per_key=0)
+    assert "filter_enabled" not in rate_limit(rate_limit_per_key=0, rate_limit_global=0)
+
+
+def test_without_tls_the_listener_is_plain() -> None:
+    assert "transport_socket" not in gateway.render(Settings())
