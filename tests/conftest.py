@@ -8,6 +8,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,22 +44,28 @@ def postgres_base_url() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_base_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database(base_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the server at `base_url`, dropped on exit."""
     name = f"mplus_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(
-        make_url(postgres_base_url).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
+        make_url(base_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(postgres_base_url).set(database=name).render_as_string(hide_password=False)
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+    with fresh_postgres_database(postgres_base_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
