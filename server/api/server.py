@@ -74,7 +74,9 @@ def create_server(add_messages: AddMessages, address: str, settings: Settings) -
 
 def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
-    engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
+    engine = create_database_engine(
+        settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.db_timeouts
+    )
     ensure_current(engine)
     add_messages = AddMessages(lambda: UnitOfWork(engine), limits=settings.limits)
     address = settings.grpc_address
