@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
+from server.storage.tables import accounts as accounts_table
 from server.storage.unit_of_work import UnitOfWork
 
 POOL = ("447700900101", "447700900102", "447700900103", "447700900104")
@@ -100,3 +101,17 @@ def account(unit_of_work: Callable[[], UnitOfWork]) -> accounts.NewAccount:
     """An account with a key, and a shared sender pool beside it."""
     senders.add_senders(unit_of_work, POOL)
     return accounts.create_account(unit_of_work, "acme")
+
+
+@contextmanager
+def lock_held(engine: Engine, account_id: str) -> Iterator[None]:
+    """Another connection holds a lock that storing a message for `account_id` needs: on
+    PostgreSQL the account row (the foreign key check takes a share lock on it), on SQLite the
+    database's one write lock. Released on exit."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.begin()  # BEGIN IMMEDIATE: the write lock
+        else:
+            rows = select(accounts_table).where(accounts_table.c.id == account_id)
+            connection.execute(rows.with_for_update())
+        yield

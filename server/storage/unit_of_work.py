@@ -18,6 +18,12 @@ from server.storage.repositories import (
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's lock_timeout expired."""
+QUERY_CANCELED = "57014"
+"""PostgreSQL's statement_timeout expired."""
+SQLITE_BUSY = "SQLITE_BUSY"
+"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 class UnitOfWork:
@@ -77,8 +83,16 @@ def _translated(error: DBAPIError | PoolTimeout) -> Exception:
     """Races become ConflictingWrite, outages StorageUnavailable; anything else is a bug."""
     if isinstance(error, PoolTimeout):
         return StorageUnavailable("no database connection was free in time")
-    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
         return ConflictingWrite("the database aborted a conflicting transaction")
+    if (
+        sqlstate == LOCK_NOT_AVAILABLE
+        or getattr(error.orig, "sqlite_errorname", None) == SQLITE_BUSY
+    ):
+        return StorageUnavailable("database busy: a lock was not granted in time")
+    if sqlstate == QUERY_CANCELED:
+        return StorageUnavailable("database busy: a statement did not finish in time")
     if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
         return StorageUnavailable(f"database unavailable ({type(error.orig).__name__})")
     return error

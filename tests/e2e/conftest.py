@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 
 from server import gateway
 from server.api.server import GrpcServer, create_server
-from server.config import Settings
+from server.config import DatabaseTimeouts, Settings
 from server.processes import stop_process
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages
@@ -32,6 +32,8 @@ from server.storage.unit_of_work import UnitOfWork
 from tests.conftest import fresh_postgres_database
 
 POOL = ("447700900201", "447700900202", "447700900203")
+LOCK_TIMEOUT_MS = 1000
+"""Short, so that a test may wait it out: nothing else in these tests waits for a lock."""
 
 
 _handed_out: set[int] = set()
@@ -153,8 +155,9 @@ def _running_stack(database_url: str, state: Path) -> Iterator[Stack]:
         http_port=free_port(),
         envoy_admin_port=free_port(),
         max_request_bytes=1024 * 1024,
+        db_timeouts=DatabaseTimeouts(lock_ms=LOCK_TIMEOUT_MS),
     )
-    engine = create_database_engine(settings.database_url)
+    engine = create_database_engine(settings.database_url, timeouts=settings.db_timeouts)
     upgrade(engine)
     unit_of_work = lambda: UnitOfWork(engine)  # noqa: E731
     senders.add_senders(unit_of_work, POOL)

@@ -6,6 +6,7 @@ On SQLite and PostgreSQL: whatever stores, replays, pins or authenticates. On SQ
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,8 @@ import httpx
 import pytest
 
 from server.service import accounts, senders
-from tests.e2e.conftest import POOL, SQLITE_ONLY, Stack
+from tests.conftest import lock_held
+from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, SQLITE_ONLY, Stack
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
 IN_A_DAY = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -462,6 +464,22 @@ def test_an_empty_shared_pool_is_a_400_failed_precondition(stack: Stack) -> None
     error = response.json()
     assert error["code"] == 9 and "shared sender pool is empty" in error["message"]
     assert stack.post({"messages": [message]}).status_code == 200
+
+
+def test_a_database_lock_held_elsewhere_is_a_503_after_the_lock_timeout(stack: Stack) -> None:
+    """JSON carries no deadline: the server's own bound answers, well before Envoy's 30 s."""
+    body = {"messages": [{"from": custom("Acme"), "to": "441111111111", "body": "Hi"}]}
+    before = stack.stored_count()
+    with lock_held(stack.engine, stack.account_id):
+        started = time.monotonic()
+        response = stack.post(body)
+        waited = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    error = response.json()
+    assert error["code"] == 14 and "a lock was not granted in time" in error["message"]
+    assert LOCK_TIMEOUT_MS / 1000 * 0.9 <= waited < LOCK_TIMEOUT_MS / 1000 + 2
+    assert stack.stored_count() == before
+    assert stack.post(body).status_code == 200
 
 
 @SQLITE_ONLY
