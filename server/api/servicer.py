@@ -23,7 +23,9 @@ class MessageServicer:
         """Takes the raw request: a malformed one (bad UTF-8, broken wire format) is then an
         INVALID_ARGUMENT like any other bad input, not grpcio's INTERNAL with a traceback."""
         try:
-            command = translate.command_from_request(_parse(request), context.invocation_metadata())
+            command = translate.command_from_request(
+                _parse(request), context.invocation_metadata(), context.time_remaining()
+            )
             accepted = self._add_messages(command)
         except Exception as error:
             context.abort_with_status(errors.status_for(error))

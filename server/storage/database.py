@@ -12,6 +12,9 @@ from server.config import DatabaseTimeouts
 
 POSTGRES_CONNECT_TIMEOUT_S = 5
 DEFAULT_TIMEOUTS = DatabaseTimeouts()
+STATEMENT_TIMEOUT_OPTION = "mplus_statement_timeout_ms"
+"""An engine execution option: the statement bound a unit of work may shorten for a caller's
+deadline, never lengthen. Absent on SQLite, which has no statement timeout."""
 
 
 def create_database_engine(
@@ -38,6 +41,7 @@ def create_database_engine(
             pool_pre_ping=True,
             hide_parameters=True,  # message bodies and numbers stay out of error logs
             connect_args={"options": options, "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+            execution_options={STATEMENT_TIMEOUT_OPTION: timeouts.statement_ms},
         )
     raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 

@@ -128,6 +128,10 @@ def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 """For a test whose requests never reach the database (Envoy's own answers, transport shape,
 health, reflection): the database cannot change its outcome, so it runs once."""
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "stack", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+"""For what only PostgreSQL does (a statement bound per transaction)."""
 
 
 @pytest.fixture(

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server.api.server import CannotListen, create_server
 from server.service.add_messages import AddMessages
-from tests.e2e.conftest import POOL, SQLITE_ONLY, Stack
+from tests.conftest import lock_held
+from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack
 from tests.e2e.test_json_gateway import IN_A_DAY
 
 
@@ -137,6 +139,23 @@ def test_dry_run_flags_store_nothing(
     for flag in ("is_dryrun", "dry_run"):
         response = stub.AddMessages(request(message(), key=stack.key, **{flag: True}), timeout=10)
         assert len(response.messages) == 1
+    assert stack.stored_count() == before
+
+
+@POSTGRES_ONLY
+def test_the_servers_database_work_ends_with_the_callers_deadline(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    """Past the deadline the caller has gone: the server must not go on to store (or hold a
+    connection for) an answer nobody reads. The lock is released before the server's own
+    lock timeout, so only the deadline can have stopped it."""
+    before = stack.stored_count()
+    with lock_held(stack.engine, stack.account_id):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.AddMessages(request(message(), key=stack.key), timeout=0.3)
+        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(LOCK_TIMEOUT_MS / 1000 * 0.7 - 0.3)
+    time.sleep(0.5)  # time enough to commit, had the server kept waiting
     assert stack.stored_count() == before
 
 

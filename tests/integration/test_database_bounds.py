@@ -1,5 +1,6 @@
-"""Every wait on the database is bounded: a held lock, an exhausted pool or a transaction left
-idle ends in StorageUnavailable (UNAVAILABLE, HTTP 503) after about the configured time."""
+"""Every wait on the database is bounded: a held lock, an exhausted pool, a transaction left
+idle or a caller's deadline ends in StorageUnavailable (UNAVAILABLE, HTTP 503) after about the
+configured time."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.errors import StorageUnavailable
 from server.storage.tables import accounts as accounts_table
+from server.storage.tables import queued_messages
 from server.storage.unit_of_work import UnitOfWork
 from tests.conftest import lock_held
 
@@ -46,9 +48,9 @@ def bounded(database_url: str, engine: Engine) -> Iterator[BoundedEngine]:
         each.dispose()
 
 
-def command(account: accounts.NewAccount) -> AddMessagesCommand:
+def command(account: accounts.NewAccount, deadline: float | None = None) -> AddMessagesCommand:
     draft = MessageDraft(to="441111111111", sender=SenderDraft("custom", "Acme"), body="Hi")
-    return AddMessagesCommand(account.key, [draft])
+    return AddMessagesCommand(account.key, [draft], deadline=deadline)
 
 
 def fails_after(call: Callable[[], Any], match: str) -> float:
@@ -109,3 +111,38 @@ def test_a_request_whose_idle_transaction_was_ended_is_storage_unavailable(
         uow.senders.pool()
     with UnitOfWork(stalling) as uow:  # and the pool replaces the dead connection
         assert uow.senders.pool()
+
+
+@postgres_only
+def test_a_grpc_deadline_shorter_than_the_lock_timeout_ends_the_wait_at_the_deadline(
+    engine: Engine, account: accounts.NewAccount, bounded: BoundedEngine
+) -> None:
+    add = AddMessages(lambda: UnitOfWork(bounded()))  # lock 5 s, statements 10 s
+    with lock_held(engine, account.id):
+        deadline = time.monotonic() + BOUND_S
+        waited = fails_after(
+            lambda: add(command(account, deadline)), "a statement did not finish in time"
+        )
+    assert BOUND_S * 0.9 <= waited < BOUND_S + SLACK_S
+    assert len(add(command(account, time.monotonic() + 10))) == 1  # the bound was local
+
+
+@postgres_only
+def test_a_grpc_deadline_longer_than_the_statement_timeout_does_not_lengthen_it(
+    engine: Engine, account: accounts.NewAccount, bounded: BoundedEngine
+) -> None:
+    add = AddMessages(lambda: UnitOfWork(bounded(statement_ms=int(BOUND_S * 1000))))
+    with lock_held(engine, account.id):
+        waited = fails_after(
+            lambda: add(command(account, time.monotonic() + 60)), "did not finish in time"
+        )
+    assert BOUND_S * 0.9 <= waited < BOUND_S + SLACK_S
+
+
+def test_a_deadline_already_passed_asks_the_database_nothing(
+    engine: Engine, account: accounts.NewAccount, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    add = AddMessages(unit_of_work)
+    fails_after(lambda: add(command(account, time.monotonic())), "deadline passed")
+    with engine.connect() as connection:
+        assert connection.execute(select(queued_messages)).first() is None
