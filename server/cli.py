@@ -25,7 +25,9 @@ DEMO_SENDERS = ("447700900001", "447700900002", "447700900003")
 
 
 def _unit_of_work(settings: Settings) -> Callable[[], UnitOfWork]:
-    engine = create_database_engine(settings.database_url, pool_size=2)
+    engine = create_database_engine(
+        settings.database_url, pool_size=2, timeouts=settings.db_timeouts
+    )
     ensure_current(engine)
     return lambda: UnitOfWork(engine)
 
@@ -62,7 +64,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.INFO)  # say which migrations ran
-    upgrade(create_database_engine(settings.database_url, pool_size=1))
+    upgrade(
+        create_database_engine(settings.database_url, pool_size=1, timeouts=settings.db_timeouts)
+    )
     print("database schema is up to date")
     return 0
 

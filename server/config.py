@@ -25,6 +25,24 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long a request may wait on the database before it is answered UNAVAILABLE. JSON
+    requests through Envoy carry no deadline, so these bound every request; a gRPC deadline
+    shorter than `statement_ms` bounds its own transaction's statements further."""
+
+    pool_ms: int = 10_000
+    """Waiting for a free connection from the pool."""
+    lock_ms: int = 5_000
+    """Waiting for a lock another transaction holds (PostgreSQL lock_timeout, SQLite
+    busy_timeout: there, for the database's one write lock)."""
+    statement_ms: int = 10_000
+    """One statement, lock waits included (PostgreSQL statement_timeout)."""
+    idle_in_transaction_ms: int = 10_000
+    """A transaction left open with nothing running: PostgreSQL ends the session and frees its
+    locks (idle_in_transaction_session_timeout), so a stuck request cannot block the others."""
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'mplus.db'}"
     grpc_host: str = "127.0.0.1"
@@ -57,6 +75,9 @@ class Settings:
     tls_key: Path | None = None
     state_dir: Path = PROJECT_ROOT / "var"
     limits: Limits = field(default_factory=Limits)
+    db_pool_size: int = 16
+    """Connections per server process; by default one per worker thread (MPLUS_MAX_WORKERS)."""
+    db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
 
     @property
     def grpc_address(self) -> str:
@@ -139,7 +160,13 @@ class Settings:
                     ) from None
             return listed
 
+        def milliseconds(name: str, default: int) -> int:
+            """At least 1: a zero would switch PostgreSQL's bound off, and no bound is the bug."""
+            return integer(name, default, 1, 86_400_000)
+
         state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
+        max_workers = integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024)
+        timeouts = defaults.db_timeouts
         workers = integer("MPLUS_WORKERS", defaults.workers, 1, 64)
         grpc_port = integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1)
         if grpc_port + workers - 1 > 65535:
@@ -163,7 +190,7 @@ class Settings:
             envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
             metrics_port=metrics_port,
             worker_index=worker_index,
-            max_workers=integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024),
+            max_workers=max_workers,
             max_concurrent_rpcs=integer(
                 "MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs, 1, 100_000
             ),
@@ -198,6 +225,15 @@ class Settings:
                 ),
                 max_schedule_days=integer(
                     "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days, 1, 3650
+                ),
+            ),
+            db_pool_size=integer("MPLUS_DB_POOL_SIZE", max_workers, 1, 1024),
+            db_timeouts=DatabaseTimeouts(
+                pool_ms=milliseconds("MPLUS_DB_POOL_TIMEOUT_MS", timeouts.pool_ms),
+                lock_ms=milliseconds("MPLUS_DB_LOCK_TIMEOUT_MS", timeouts.lock_ms),
+                statement_ms=milliseconds("MPLUS_DB_STATEMENT_TIMEOUT_MS", timeouts.statement_ms),
+                idle_in_transaction_ms=milliseconds(
+                    "MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeouts.idle_in_transaction_ms
                 ),
             ),
         )

@@ -8,15 +8,17 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
+from server.storage.tables import accounts as accounts_table
 from server.storage.unit_of_work import UnitOfWork
 
 POOL = ("447700900101", "447700900102", "447700900103", "447700900104")
@@ -43,22 +45,28 @@ def postgres_base_url() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_base_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database(base_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the server at `base_url`, dropped on exit."""
     name = f"mplus_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(
-        make_url(postgres_base_url).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
+        make_url(base_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(postgres_base_url).set(database=name).render_as_string(hide_password=False)
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+    with fresh_postgres_database(postgres_base_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -93,3 +101,17 @@ def account(unit_of_work: Callable[[], UnitOfWork]) -> accounts.NewAccount:
     """An account with a key, and a shared sender pool beside it."""
     senders.add_senders(unit_of_work, POOL)
     return accounts.create_account(unit_of_work, "acme")
+
+
+@contextmanager
+def lock_held(engine: Engine, account_id: str) -> Iterator[None]:
+    """Another connection holds a lock that storing a message for `account_id` needs: on
+    PostgreSQL the account row (the foreign key check takes a share lock on it), on SQLite the
+    database's one write lock. Released on exit."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.begin()  # BEGIN IMMEDIATE: the write lock
+        else:
+            rows = select(accounts_table).where(accounts_table.c.id == account_id)
+            connection.execute(rows.with_for_update())
+        yield

@@ -109,7 +109,9 @@ def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGTERM drains first (for a
     replica behind Envoy); SIGINT, or a second signal, skips the drain (nothing routes here any
     more); in-flight calls get their grace period either way."""
-    engine = create_database_engine(settings.database_url, pool_size=settings.max_workers)
+    engine = create_database_engine(
+        settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.db_timeouts
+    )
     ensure_current(engine)
     metrics = Metrics()
     add_messages = AddMessages(metrics.timed_unit_of_work(engine), limits=settings.limits)

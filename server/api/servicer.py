@@ -27,7 +27,9 @@ class MessageServicer:
         metadata = context.invocation_metadata()
         with self._telemetry.request(metadata) as record:
             try:
-                command = translate.command_from_request(_parse(request), metadata)
+                command = translate.command_from_request(
+                    _parse(request), metadata, context.time_remaining()
+                )
                 record.received(command)
                 accepted = self._add_messages(command, authenticated=record.authenticated)
             except Exception as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from google.protobuf import json_format, struct_pb2
@@ -13,6 +14,9 @@ from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service.add_messages import AddMessagesCommand
 
 API_KEY_METADATA = "x-api-key"
+MAX_GRPC_TIMEOUT_S = 99_999_999 * 3600
+"""The longest deadline a grpc-timeout header can carry (8 digits of hours); grpcio reports a
+call without a deadline as some 9e18 seconds remaining."""
 
 
 def draft_from_proto(message: message_pb2.Message | message_pb2.Defaults) -> MessageDraft:
@@ -65,9 +69,10 @@ def api_key(
 def command_from_request(
     request: message_service_pb2.AddMessagesRequest,
     metadata: Sequence[tuple[str, str | bytes]],
+    time_remaining: float | None = None,
 ) -> AddMessagesCommand:
     """The query string, when there is one (JSON through Envoy), is parsed once for both the
-    key and its own rule."""
+    key and its own rule. `time_remaining` is the call's (grpc's `context.time_remaining()`)."""
     batch = request.batch
     query = http_query.original_query(metadata)
     return AddMessagesCommand(
@@ -76,6 +81,11 @@ def command_from_request(
         defaults=draft_from_proto(batch.defaults) if batch.HasField("defaults") else None,
         dry_run=request.is_dryrun or request.dry_run,
         transport_violations=tuple(http_query.query_violations(query)),
+        deadline=(
+            time.monotonic() + time_remaining
+            if time_remaining is not None and time_remaining <= MAX_GRPC_TIMEOUT_S
+            else None
+        ),
     )
 
 

@@ -34,6 +34,9 @@ class AddMessagesCommand:
     dry_run: bool = False
     transport_violations: Sequence[Violation] = ()
     """Rules the transport checked (the JSON query string), reported with the messages'."""
+    deadline: float | None = None
+    """When the caller stops waiting, as a time.monotonic() value (a gRPC deadline); None for
+    JSON, which the server's own database timeouts bound."""
 
 
 @dataclass
@@ -65,7 +68,13 @@ class AddMessages:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return self._transaction(
-                    command.api_key, outgoing, invalid, command.dry_run, now, authenticated
+                    command.api_key,
+                    outgoing,
+                    invalid,
+                    command.dry_run,
+                    now,
+                    authenticated,
+                    command.deadline,
                 )
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
@@ -80,8 +89,10 @@ class AddMessages:
         dry_run: bool,
         now: datetime,
         authenticated: Callable[[str], None],
+        deadline: float | None,
     ) -> list[AcceptedMessage]:
         with self.unit_of_work() as uow:
+            uow.finish_by(deadline)
             account_id = uow.keys.account_for(hash_key(api_key))
             if account_id is None:
                 raise Unauthenticated("unknown or revoked API key")

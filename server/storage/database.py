@@ -8,36 +8,45 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
-POSTGRES_LOCK_TIMEOUT_MS = 5_000
+from server.config import DatabaseTimeouts
+
+POSTGRES_CONNECT_TIMEOUT_S = 5
+DEFAULT_TIMEOUTS = DatabaseTimeouts()
+STATEMENT_TIMEOUT_OPTION = "mplus_statement_timeout_ms"
+"""An engine execution option: the statement bound a unit of work may shorten for a caller's
+deadline, never lengthen. Absent on SQLite, which has no statement timeout."""
 
 
-def create_database_engine(url: str, pool_size: int = 16) -> Engine:
-    """An engine whose transactions are safe under concurrent writers on either database."""
+def create_database_engine(
+    url: str, pool_size: int = 16, timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS
+) -> Engine:
+    """An engine whose transactions are safe under concurrent writers on either database, and
+    whose every wait (pool, lock, statement, idle transaction) is bounded by `timeouts`."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, pool_size)
+        return _sqlite_engine(url, pool_size, timeouts)
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        timeouts = (
-            f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS} "
-            f"-c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS}"
+        options = (
+            f"-c statement_timeout={timeouts.statement_ms} "
+            f"-c lock_timeout={timeouts.lock_ms} "
+            f"-c idle_in_transaction_session_timeout={timeouts.idle_in_transaction_ms}"
         )
         return create_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=0,
-            pool_timeout=10,
+            pool_timeout=timeouts.pool_ms / 1000,
             pool_pre_ping=True,
             hide_parameters=True,  # message bodies and numbers stay out of error logs
-            connect_args={"options": timeouts, "connect_timeout": 5},
+            connect_args={"options": options, "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+            execution_options={STATEMENT_TIMEOUT_OPTION: timeouts.statement_ms},
         )
     raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
-def _sqlite_engine(url: str, pool_size: int) -> Engine:
+def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engine:
     database = make_url(url).database
     if not database or database == ":memory:":
         raise SystemExit("SQLite needs a file: an in-memory database is not durable")
@@ -46,9 +55,9 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=0,
-        pool_timeout=10,
+        pool_timeout=timeouts.pool_ms / 1000,
         hide_parameters=True,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"timeout": timeouts.lock_ms / 1000},
     )
 
     @event.listens_for(engine, "connect")
@@ -59,13 +68,14 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={timeouts.lock_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
         # Take the write lock up front: a read-then-write transaction can then never fail
-        # with "database is locked" halfway, and concurrent requests serialise cleanly.
+        # with "database is locked" halfway, and concurrent requests serialise cleanly. Waiting
+        # for it is bounded by the busy timeout: past that, "database is locked".
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

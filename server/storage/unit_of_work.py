@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from server.storage.database import STATEMENT_TIMEOUT_OPTION
 from server.storage.errors import ConflictingWrite, StorageUnavailable
 from server.storage.repositories import (
     AccountRepository,
@@ -18,6 +20,12 @@ from server.storage.repositories import (
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's lock_timeout expired."""
+QUERY_CANCELED = "57014"
+"""PostgreSQL's statement_timeout expired."""
+SQLITE_BUSY = "SQLITE_BUSY"
+"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 class UnitOfWork:
@@ -45,6 +53,20 @@ class UnitOfWork:
         self.senders = SenderRepository(self._connection)
         self.messages = MessageRepository(self._connection)
         return self
+
+    def finish_by(self, deadline: float | None) -> None:
+        """No statement of this transaction outlives `deadline`, a time.monotonic() value (the
+        caller's gRPC deadline): past it the caller has gone, and waiting on only holds a
+        connection and locks. PostgreSQL only; SQLite's one bound is its busy timeout."""
+        assert self._connection is not None, "finish_by outside of `with`"
+        if deadline is None:
+            return
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            raise StorageUnavailable("the caller's deadline passed before the database was asked")
+        bound = self._connection.get_execution_options().get(STATEMENT_TIMEOUT_OPTION)
+        if bound is not None and remaining_ms < bound:
+            self._connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
 
     def commit(self) -> None:
         assert self._transaction is not None, "commit outside of `with`"
@@ -77,8 +99,16 @@ def _translated(error: DBAPIError | PoolTimeout) -> Exception:
     """Races become ConflictingWrite, outages StorageUnavailable; anything else is a bug."""
     if isinstance(error, PoolTimeout):
         return StorageUnavailable("no database connection was free in time")
-    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
         return ConflictingWrite("the database aborted a conflicting transaction")
+    if (
+        sqlstate == LOCK_NOT_AVAILABLE
+        or getattr(error.orig, "sqlite_errorname", None) == SQLITE_BUSY
+    ):
+        return StorageUnavailable("database busy: a lock was not granted in time")
+    if sqlstate == QUERY_CANCELED:
+        return StorageUnavailable("database busy: a statement did not finish in time")
     if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
         return StorageUnavailable(f"database unavailable ({type(error.orig).__name__})")
     return error

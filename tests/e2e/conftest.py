@@ -1,4 +1,5 @@
-"""A real stack per test module: migrated SQLite file, gRPC server on port 0, Envoy in front."""
+"""A real stack per test module and database: migrated SQLite file or fresh PostgreSQL
+database, gRPC server on port 0, Envoy in front."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, func, select
 from server import gateway
 from server.api.metrics import Metrics
 from server.api.server import GrpcServer, create_server
-from server.config import Settings
+from server.config import DatabaseTimeouts, Settings
 from server.processes import stop_process
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages
@@ -29,8 +30,11 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
+from tests.conftest import fresh_postgres_database
 
 POOL = ("447700900201", "447700900202", "447700900203")
+LOCK_TIMEOUT_MS = 1000
+"""Short, so that a test may wait it out: nothing else in these tests waits for a lock."""
 
 
 _handed_out: set[int] = set()
@@ -157,19 +161,44 @@ def extra_gateway(stack: Stack, **changes: Any) -> Iterator[Settings]:
         stop_process(envoy)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("stack")
+SQLITE_ONLY = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+"""For a test whose requests never reach the database (Envoy's own answers, transport shape,
+health, reflection): the database cannot change its outcome, so it runs once."""
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "stack", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+"""For what only PostgreSQL does (a statement bound per transaction)."""
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with ExitStack() as cleanup:
+        state = tmp_path_factory.mktemp(f"stack-{request.param}")
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{state / 'mplus.db'}"
+        else:
+            base_url = request.getfixturevalue("postgres_base_url")
+            database_url = cleanup.enter_context(fresh_postgres_database(base_url))
+        yield cleanup.enter_context(_running_stack(database_url, state))
+
+
+@contextmanager
+def _running_stack(database_url: str, state: Path) -> Iterator[Stack]:
     settings = dataclasses.replace(
         Settings(),
-        database_url=f"sqlite:///{state / 'mplus.db'}",
+        database_url=database_url,
         state_dir=state,
         http_port=free_port(),
         envoy_admin_port=free_port(),
         metrics_port=free_port(),
         max_request_bytes=1024 * 1024,
+        db_timeouts=DatabaseTimeouts(lock_ms=LOCK_TIMEOUT_MS),
     )
-    engine = create_database_engine(settings.database_url)
+    engine = create_database_engine(settings.database_url, timeouts=settings.db_timeouts)
     upgrade(engine)
     unit_of_work = lambda: UnitOfWork(engine)  # noqa: E731
     senders.add_senders(unit_of_work, POOL)

@@ -1,4 +1,7 @@
-"""Native gRPC against a real server: statuses with details, health, reflection through grpcurl."""
+"""Native gRPC against a real server: statuses with details, health, reflection through grpcurl.
+
+Calls that store or authenticate run on SQLite and PostgreSQL; the transport's own shape
+(health, reflection, malformed bytes, status size) on SQLite only (`SQLITE_ONLY`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +23,8 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server.api.server import CannotListen, create_server
 from server.service.add_messages import AddMessages
-from tests.e2e.conftest import POOL, Stack
+from tests.conftest import lock_held
+from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack
 from tests.e2e.test_json_gateway import IN_A_DAY
 
 
@@ -87,6 +92,7 @@ def test_add_messages_with_the_key_in_metadata(
     assert stack.stored_count(message_uuid=second.message_uuid, scheduled=True) == 1
 
 
+@SQLITE_ONLY
 def test_invalid_argument_carries_every_field_violation(
     stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
 ) -> None:
@@ -136,6 +142,24 @@ def test_dry_run_flags_store_nothing(
     assert stack.stored_count() == before
 
 
+@POSTGRES_ONLY
+def test_the_servers_database_work_ends_with_the_callers_deadline(
+    stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
+) -> None:
+    """Past the deadline the caller has gone: the server must not go on to store (or hold a
+    connection for) an answer nobody reads. The lock is released before the server's own
+    lock timeout, so only the deadline can have stopped it."""
+    before = stack.stored_count()
+    with lock_held(stack.engine, stack.account_id):
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.AddMessages(request(message(), key=stack.key), timeout=0.3)
+        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(LOCK_TIMEOUT_MS / 1000 * 0.7 - 0.3)
+    time.sleep(0.5)  # time enough to commit, had the server kept waiting
+    assert stack.stored_count() == before
+
+
+@SQLITE_ONLY
 def test_health_reports_serving(channel: grpc.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "mplus.v1.MessageService"):
@@ -150,6 +174,7 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@SQLITE_ONLY
 def test_grpcurl_lists_and_calls_through_reflection(stack: Stack) -> None:
     listed = grpcurl("-plaintext", stack.grpc_target, "list")
     assert listed.returncode == 0, listed.stderr
@@ -184,6 +209,7 @@ def test_grpcurl_lists_and_calls_through_reflection(stack: Stack) -> None:
     assert stack.stored_count(message_uuid=added["message_uuid"]) == 1  # grpcurl prints proto names
 
 
+@SQLITE_ONLY
 def test_grpcurl_shows_error_details(stack: Stack) -> None:
     called = grpcurl(
         "-plaintext",
@@ -196,6 +222,7 @@ def test_grpcurl_shows_error_details(stack: Stack) -> None:
     assert "InvalidArgument" in called.stderr and "messages[0].to" in called.stderr
 
 
+@SQLITE_ONLY
 def test_a_malformed_request_is_invalid_argument_not_internal(
     stack: Stack, channel: grpc.Channel
 ) -> None:
@@ -215,6 +242,7 @@ def test_a_malformed_request_is_invalid_argument_not_internal(
         assert [v.reason for v in bad_request.field_violations] == ["MALFORMED_REQUEST"]
 
 
+@SQLITE_ONLY
 def test_a_thousand_invalid_messages_fit_in_the_status_grpc_clients_accept(
     stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
 ) -> None:
@@ -228,6 +256,7 @@ def test_a_thousand_invalid_messages_fit_in_the_status_grpc_clients_accept(
     assert len(bad_request.field_violations) == int(info.metadata["listed"]) > 0
 
 
+@SQLITE_ONLY
 def test_a_taken_port_is_a_clear_startup_error(stack: Stack) -> None:
     with pytest.raises(CannotListen, match=re.escape(f"cannot listen on {stack.grpc_target}:")):
         create_server(AddMessages(stack.unit_of_work), stack.grpc_target, stack.settings)

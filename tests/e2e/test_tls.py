@@ -15,7 +15,7 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server import gateway
 from server.config import Settings
-from tests.e2e.conftest import Stack, extra_gateway
+from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
 
 BODY = {
     "messages": [{"from": {"type": "custom", "value": "Acme"}, "to": "441111111111", "body": "Hi"}]
@@ -52,6 +52,7 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
+@SQLITE_ONLY  # TLS ends at Envoy: no database changes it
 def test_json_over_tls_with_the_ca_verified(
     stack: Stack, tls_gateway: Settings, client_context: ssl.SSLContext, http2: bool
 ) -> None:
@@ -67,6 +68,7 @@ def test_json_over_tls_with_the_ca_verified(
     assert stack.stored_count(message_uuid=response.json()["messages"][0]["messageUuid"]) == 1
 
 
+@SQLITE_ONLY  # TLS ends at Envoy: no database changes it
 def test_native_grpc_over_tls_with_the_ca_as_root(
     stack: Stack, tls_gateway: Settings, ca: trustme.CA
 ) -> None:
@@ -84,6 +86,7 @@ def test_native_grpc_over_tls_with_the_ca_as_root(
     assert stack.stored_count(message_uuid=response.messages[0].message_uuid) == 1
 
 
+@SQLITE_ONLY  # TLS ends at Envoy: no database changes it
 def test_plain_text_to_the_tls_port_fails(stack: Stack, tls_gateway: Settings) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.post(
@@ -94,6 +97,7 @@ def test_plain_text_to_the_tls_port_fails(stack: Stack, tls_gateway: Settings) -
         )
 
 
+@SQLITE_ONLY  # TLS ends at Envoy: no database changes it
 def test_a_client_that_does_not_trust_the_ca_is_refused(tls_gateway: Settings) -> None:
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"https://127.0.0.1:{tls_gateway.http_port}/", timeout=30)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Limits, Settings
+from server.config import DatabaseTimeouts, Limits, Settings
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -23,6 +23,28 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.tls_cert is None and settings.tls_key is None
     assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
         "var/mplus.db"
+    )
+    assert settings.db_pool_size == settings.max_workers == 16
+    assert settings.db_timeouts == DatabaseTimeouts(
+        pool_ms=10_000, lock_ms=5_000, statement_ms=10_000, idle_in_transaction_ms=10_000
+    )
+
+
+def test_database_bounds_are_configurable_and_the_pool_follows_the_workers() -> None:
+    assert Settings.from_env({"MPLUS_MAX_WORKERS": "4"}).db_pool_size == 4
+    settings = Settings.from_env(
+        {
+            "MPLUS_MAX_WORKERS": "4",
+            "MPLUS_DB_POOL_SIZE": "8",
+            "MPLUS_DB_POOL_TIMEOUT_MS": "1500",
+            "MPLUS_DB_LOCK_TIMEOUT_MS": "250",
+            "MPLUS_DB_STATEMENT_TIMEOUT_MS": "2000",
+            "MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "3000",
+        }
+    )
+    assert settings.db_pool_size == 8
+    assert settings.db_timeouts == DatabaseTimeouts(
+        pool_ms=1500, lock_ms=250, statement_ms=2000, idle_in_transaction_ms=3000
     )
 
 
@@ -65,6 +87,11 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_MAX_CONNECTIONS", "0", "between 1 and 1000000"),
         ("MPLUS_TLS_CERT", "/nonexistent/tls.crt", "MPLUS_TLS_KEY must be set too"),
         ("MPLUS_TLS_KEY", "/nonexistent/tls.key", "MPLUS_TLS_CERT must be set too"),
+        ("MPLUS_DB_POOL_SIZE", "0", "between 1 and 1024"),
+        ("MPLUS_DB_STATEMENT_TIMEOUT_MS", "0", "between 1 and 86400000"),
+        ("MPLUS_DB_LOCK_TIMEOUT_MS", "5s", "must be an integer"),
+        ("MPLUS_DB_POOL_TIMEOUT_MS", "-1", "between 1 and 86400000"),
+        ("MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "86400001", "between 1 and 86400000"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mplus.v1 import message_pb2, message_service_pb2
 
@@ -63,3 +65,12 @@ def test_a_query_naming_two_keys_is_refused_even_though_envoy_bound_one() -> Non
         api_key("k2", metadata, original_query(metadata))
     same_twice = [("x-envoy-original-path", "/message?key=k1&key=k1")]
     assert api_key("k1", same_twice, original_query(same_twice)) == "k1"
+
+
+def test_a_grpc_deadline_becomes_the_commands_and_no_deadline_none() -> None:
+    request = message_service_pb2.AddMessagesRequest()
+    before = time.monotonic()
+    deadline = command_from_request(request, [], time_remaining=2.5).deadline
+    assert deadline is not None and before + 2.5 <= deadline <= time.monotonic() + 2.5
+    assert command_from_request(request, []).deadline is None
+    assert command_from_request(request, [], time_remaining=9.2e18).deadline is None  # grpcio's
