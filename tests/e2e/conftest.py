@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from server import gateway
 from server.api.metrics import Metrics
 from server.api.server import GrpcServer, create_server
 from server.config import DatabaseTimeouts, Settings
+from server.domain.model import AcceptedMessage
 from server.processes import stop_process
 from server.service import accounts, senders
-from server.service.add_messages import AddMessages
+from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
@@ -94,6 +96,23 @@ def wait_for_serving(target: str) -> None:
             ),
             f"gRPC server at {target} to serve",
         )
+
+
+@dataclass
+class HeldAddMessages(AddMessages):
+    """AddMessages that waits for `release` before it runs: keeps a server's RPC slot busy."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(
+        self,
+        command: AddMessagesCommand,
+        authenticated: Callable[[str], None] = lambda _account_id: None,
+    ) -> list[AcceptedMessage]:
+        self.entered.set()
+        self.release.wait(timeout=30)
+        return super().__call__(command, authenticated)
 
 
 @dataclass

@@ -20,8 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import wait_until
-from tests.e2e.operator import Cli, Up, make_cli, post, running_up, wait_until_serving
+from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
+from tests.e2e.operator import MPLUS, Cli, Up, make_cli, post, running_up, wait_until_serving
 
 KEY = re.compile(r"mp_[A-Za-z0-9_-]{29,}")
 
@@ -284,3 +284,28 @@ def test_up_stops_on_ctrl_c(sqlite_cli: Cli) -> None:
 
         os.killpg(up.process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         assert_stopped_cleanly(sqlite_cli, up)
+
+
+@SQLITE_ONLY
+def test_gateway_alone_serves_the_upstreams_it_is_given_and_stops_on_sigterm(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A gateway host in front of servers elsewhere: here the stack's server is "elsewhere"."""
+    cli = make_cli(tmp_path, None)
+    cli.env["MPLUS_UPSTREAMS"] = f"127.0.0.1:{stack.settings.grpc_port}"
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*MPLUS, "gateway"], env=cli.env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: post(cli, stack.key).status_code == 200, "the gateway to serve")
+        [message] = post(cli, stack.key).json()["messages"]
+        assert stack.stored_count(message_uuid=message["messageUuid"]) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()
+        assert closed(cli.http_port) and closed(cli.admin_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in log.read_text()

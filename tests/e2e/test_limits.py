@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,11 +21,9 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server.api.server import create_server
 from server.config import Settings
-from server.domain.model import AcceptedMessage
 from server.gateway import RATE_LIMITED
 from server.service import accounts
-from server.service.add_messages import AddMessages, AddMessagesCommand
-from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
+from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack, extra_gateway
 
 BODY = {
     "messages": [{"from": {"type": "custom", "value": "Acme"}, "to": "441111111111", "body": "Hi"}]
@@ -192,23 +188,6 @@ def test_connections_past_the_cap_are_refused(stack: Stack) -> None:
         finally:
             for connection in held:
                 connection.close()
-
-
-@dataclasses.dataclass
-class HeldAddMessages(AddMessages):
-    """AddMessages that waits for `release` before it runs: keeps a server's RPC slot busy."""
-
-    entered: threading.Event = dataclasses.field(default_factory=threading.Event)
-    release: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-    def __call__(
-        self,
-        command: AddMessagesCommand,
-        authenticated: Callable[[str], None] = lambda _account_id: None,
-    ) -> list[AcceptedMessage]:
-        self.entered.set()
-        self.release.wait(timeout=30)
-        return super().__call__(command, authenticated)
 
 
 def test_calls_past_max_concurrent_rpcs_are_resource_exhausted_and_429_json(
