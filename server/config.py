@@ -55,7 +55,11 @@ class Settings:
     worker_index: int = 0
     """Which of several server processes this is (0-based); its metrics port is offset by it."""
     max_workers: int = 16
-    max_concurrent_rpcs: int = 256
+    max_concurrent_rpcs: int = 64
+    """Calls running or queued per server: 4 per thread, so overload is RESOURCE_EXHAUSTED at
+    once rather than a queue that outlasts its callers."""
+    request_timeout_ms: int = 20_000
+    """A call without a deadline of its own (JSON) is given this one; Envoy waits 5 s longer."""
     max_request_bytes: int = 8 * 1024 * 1024
     workers: int = 1
     upstreams: tuple[str, ...] = ()
@@ -191,8 +195,9 @@ class Settings:
             metrics_port=metrics_port,
             worker_index=worker_index,
             max_workers=max_workers,
-            max_concurrent_rpcs=integer(
-                "MPLUS_MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs, 1, 100_000
+            max_concurrent_rpcs=integer("MPLUS_MAX_CONCURRENT_RPCS", max_workers * 4, 1, 100_000),
+            request_timeout_ms=integer(
+                "MPLUS_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms, 100, 3_600_000
             ),
             max_request_bytes=integer(
                 "MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, 1 << 30

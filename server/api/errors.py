@@ -13,6 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import (
+    Abandoned,
     IdConflict,
     InvalidRequest,
     NoSharedSenders,
@@ -93,6 +94,8 @@ def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
             )
         case Unauthenticated():
             return code_pb2.UNAUTHENTICATED, str(error), [_info("UNAUTHENTICATED")]
+        case Abandoned():
+            return code_pb2.DEADLINE_EXCEEDED, str(error), [_info("DEADLINE_EXCEEDED")]
         case IdConflict(field=field, client_id=client_id):
             return (
                 code_pb2.ALREADY_EXISTS,

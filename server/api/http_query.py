@@ -36,8 +36,8 @@ def query_values(query: Query, name: str) -> list[str]:
 
 
 def query_violations(parameters: Query) -> list[Violation]:
-    """Unknown parameters, and flags repeated or not "true"/"false"; reported with the body's
-    violations, after authentication (which also refuses a query naming two keys)."""
+    """Unknown parameters, an empty key, and flags repeated or not "true"/"false"; reported
+    with the body's violations, after authentication (which also refuses two keys)."""
     violations: list[Violation] = []
     counts = Counter(name for name, _ in parameters)
     for name, count in counts.items():
@@ -54,4 +54,8 @@ def query_violations(parameters: Query) -> list[Violation]:
     for name, value in parameters:
         if name in FLAGS and counts[name] == 1 and value not in ("true", "false"):
             violations.append(Violation(name, 'must be "true" or "false"', "INVALID_BOOLEAN"))
+        elif name == "key" and not value:
+            # Envoy's per-key rate limit would count it in one bucket that every such request
+            # shares, while an x-api-key header authenticates it: refused, not a way around.
+            violations.append(Violation("key", "must not be empty when given", "EMPTY_KEY"))
     return violations

@@ -26,9 +26,9 @@ class Metrics:
         registry = self.registry
         self.requests = Counter(
             "mplus_requests_total",
-            "AddMessages calls by transport (json through Envoy's transcoder, else grpc) "
-            "and gRPC status code",
-            ["transport", "code"],
+            "AddMessages calls by transport (json through Envoy's transcoder, else grpc), gRPC "
+            "status code and a refusal's ErrorInfo reason (a fixed set, never caller input)",
+            ["transport", "code", "reason"],
             registry=registry,
         )
         self.messages_accepted = Counter(

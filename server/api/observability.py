@@ -113,7 +113,7 @@ class Telemetry:
     def _write(self, record: RequestRecord) -> None:
         log.info("AddMessages %s", record.code, extra={FIELDS: record.fields()})
         metrics = self.metrics
-        metrics.requests.labels(record.transport, record.code).inc()
+        metrics.requests.labels(record.transport, record.code, record.reason or "").inc()
         metrics.request_duration.labels(record.transport).observe(record.latency_s)
         if record.messages is not None:
             metrics.batch_size.observe(record.messages)

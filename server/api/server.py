@@ -24,7 +24,6 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current
 
 log = logging.getLogger(__name__)
-SHUTDOWN_GRACE_S = 10.0
 
 
 class CannotListen(SystemExit):
@@ -43,7 +42,7 @@ class GrpcServer:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    def stop(self, grace: float = SHUTDOWN_GRACE_S, drain: threading.Event | float = 0.0) -> None:
+    def stop(self, grace: float, drain: threading.Event | float = 0.0) -> None:
         """NOT_SERVING first and keep serving while Envoy's health checks notice (`drain`
         seconds, or until the event is set), then refuse new calls and give in-flight ones
         `grace` seconds to finish and commit; metrics answer until the last call is counted."""
@@ -76,7 +75,9 @@ def create_server(
             ("grpc.max_send_message_length", settings.max_request_bytes * 2),
         ],
     )
-    MessageServicer(add_messages, Telemetry(metrics)).register(server)
+    MessageServicer(add_messages, Telemetry(metrics), settings.request_timeout_ms / 1000).register(
+        server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -134,8 +135,12 @@ def serve(settings: Settings) -> None:
         extra={FIELDS: {"grpc_port": running.port, "metrics_port": settings.process_metrics_port}},
     )
     stop.wait()
-    threading.Timer(settings.shutdown_drain_ms / 1000, drained.set).start()
-    log.info("NOT_SERVING; draining for %d ms", settings.shutdown_drain_ms)
+    drain_timer = threading.Timer(settings.shutdown_drain_ms / 1000, drained.set)
+    drain_timer.daemon = True
+    drain_timer.start()
+    if not drained.is_set():
+        log.info("NOT_SERVING; draining for %d ms", settings.shutdown_drain_ms)
     running.stop(grace=settings.shutdown_grace_ms / 1000, drain=drained)
+    drain_timer.cancel()
     engine.dispose()
     log.info("gRPC server stopped")

@@ -15,9 +15,12 @@ SERVICE_NAME: str = message_service_pb2.DESCRIPTOR.services_by_name["MessageServ
 
 
 class MessageServicer:
-    def __init__(self, add_messages: AddMessages, telemetry: Telemetry) -> None:
+    def __init__(
+        self, add_messages: AddMessages, telemetry: Telemetry, request_timeout_s: float
+    ) -> None:
         self._add_messages = add_messages
         self._telemetry = telemetry
+        self._request_timeout_s = request_timeout_s
 
     def AddMessages(
         self, request: bytes, context: grpc.ServicerContext
@@ -28,7 +31,11 @@ class MessageServicer:
         with self._telemetry.request(metadata) as record:
             try:
                 command = translate.command_from_request(
-                    _parse(request), metadata, context.time_remaining()
+                    _parse(request),
+                    metadata,
+                    context.time_remaining(),
+                    timeout=self._request_timeout_s,
+                    cancelled=lambda: not context.is_active(),
                 )
                 record.received(command)
                 accepted = self._add_messages(command, authenticated=record.authenticated)

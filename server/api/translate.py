@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from google.protobuf import json_format, struct_pb2
 from mplus.v1 import message_pb2, message_service_pb2
@@ -14,6 +14,8 @@ from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service.add_messages import AddMessagesCommand
 
 API_KEY_METADATA = "x-api-key"
+PUBLIC_PORT_METADATA = "x-mplus-public"
+"""Envoy sets it (overwriting any a client sent) on every call through the public port."""
 MAX_GRPC_TIMEOUT_S = 99_999_999 * 3600
 """The longest deadline a grpc-timeout header can carry (8 digits of hours); grpcio reports a
 call without a deadline as some 9e18 seconds remaining."""
@@ -56,9 +58,16 @@ def api_key(
 
     Naming two different keys (query and header, or `?key=` twice) is refused: it is
     ambiguous which account speaks, and Envoy itself would keep only the last `?key=`.
+    Through Envoy's public port a native gRPC call must send x-api-key: Envoy's per-key rate
+    limit reads headers and the query, never a protobuf body.
     """
     keys = {v for k, v in metadata if k == API_KEY_METADATA and isinstance(v, str) and v}
     keys.update(v for v in http_query.query_values(query, "key") if v)
+    if request_key and not keys and _through_public_port(metadata):
+        raise Unauthenticated(
+            "through the public port send the API key as x-api-key metadata "
+            "(the `key` field is for internal callers on the gRPC port)"
+        )
     if request_key:
         keys.add(request_key)
     if len(keys) > 1:
@@ -66,13 +75,20 @@ def api_key(
     return next(iter(keys), None)
 
 
+def _through_public_port(metadata: Sequence[tuple[str, str | bytes]]) -> bool:
+    return any(k == PUBLIC_PORT_METADATA for k, _ in metadata)
+
+
 def command_from_request(
     request: message_service_pb2.AddMessagesRequest,
     metadata: Sequence[tuple[str, str | bytes]],
     time_remaining: float | None = None,
+    timeout: float | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> AddMessagesCommand:
     """The query string, when there is one (JSON through Envoy), is parsed once for both the
-    key and its own rule. `time_remaining` is the call's (grpc's `context.time_remaining()`)."""
+    key and its own rule. The deadline is the call's own (`time_remaining`, grpc's
+    `context.time_remaining()`), at most `timeout` seconds: a JSON call has none of its own."""
     batch = request.batch
     query = http_query.original_query(metadata)
     return AddMessagesCommand(
@@ -81,12 +97,16 @@ def command_from_request(
         defaults=draft_from_proto(batch.defaults) if batch.HasField("defaults") else None,
         dry_run=request.is_dryrun or request.dry_run,
         transport_violations=tuple(http_query.query_violations(query)),
-        deadline=(
-            time.monotonic() + time_remaining
-            if time_remaining is not None and time_remaining <= MAX_GRPC_TIMEOUT_S
-            else None
-        ),
+        deadline=_deadline(time_remaining, timeout),
+        cancelled=cancelled,
     )
+
+
+def _deadline(time_remaining: float | None, timeout: float | None) -> float | None:
+    if time_remaining is not None and time_remaining > MAX_GRPC_TIMEOUT_S:
+        time_remaining = None  # grpcio's way of saying "no deadline"
+    bounds = [b for b in (time_remaining, timeout) if b is not None]
+    return time.monotonic() + min(bounds) if bounds else None
 
 
 def added_message(accepted: AcceptedMessage) -> message_pb2.AddedMessage:

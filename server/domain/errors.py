@@ -55,3 +55,13 @@ class NoSharedSenders(DomainError):
             "no shared sender IDs are available: the shared sender pool is empty "
             "(an operator adds them with `mplus senders add`)"
         )
+
+
+class Abandoned(DomainError):
+    """The caller stopped waiting (its deadline passed, or it went away) before the commit."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the request did not finish within its deadline, so nothing was stored "
+            "(JSON requests get MPLUS_REQUEST_TIMEOUT_MS); retry it"
+        )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.config import Limits
 from server.domain.errors import (
+    Abandoned,
     IdConflict,
     InvalidRequest,
     NoSharedSenders,
@@ -35,8 +37,16 @@ class AddMessagesCommand:
     transport_violations: Sequence[Violation] = ()
     """Rules the transport checked (the JSON query string), reported with the messages'."""
     deadline: float | None = None
-    """When the caller stops waiting, as a time.monotonic() value (a gRPC deadline); None for
-    JSON, which the server's own database timeouts bound."""
+    """When the caller stops waiting, as a time.monotonic() value: its gRPC deadline, or the
+    server's own request timeout for a call without one (JSON through Envoy)."""
+    cancelled: Callable[[], bool] = lambda: False
+    """True once the caller has gone (the transport knows: a cancelled call, a server stop)."""
+
+    def abandoned(self) -> bool:
+        """Nobody will read the answer: committing now would store messages whose sender was
+        told they failed, and a resend without ids would store them twice."""
+        past_deadline = self.deadline is not None and time.monotonic() >= self.deadline
+        return past_deadline or self.cancelled()
 
 
 @dataclass
@@ -68,13 +78,7 @@ class AddMessages:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return self._transaction(
-                    command.api_key,
-                    outgoing,
-                    invalid,
-                    command.dry_run,
-                    now,
-                    authenticated,
-                    command.deadline,
+                    command, command.api_key, outgoing, invalid, now, authenticated
                 )
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
@@ -83,16 +87,16 @@ class AddMessages:
 
     def _transaction(
         self,
+        command: AddMessagesCommand,
         api_key: str,
         outgoing: list[OutgoingMessage],
         invalid: InvalidRequest | None,
-        dry_run: bool,
         now: datetime,
         authenticated: Callable[[str], None],
-        deadline: float | None,
     ) -> list[AcceptedMessage]:
+        dry_run = command.dry_run
         with self.unit_of_work() as uow:
-            uow.finish_by(deadline)
+            uow.finish_by(command.deadline)
             account_id = uow.keys.account_for(hash_key(api_key))
             if account_id is None:
                 raise Unauthenticated("unknown or revoked API key")
@@ -102,6 +106,8 @@ class AddMessages:
             accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
             if not dry_run:
                 uow.messages.add_many(account_id, new, now)
+                if command.abandoned():
+                    raise Abandoned()  # rolled back: the caller hears a failure, and it is one
                 uow.commit()
             return accepted
 

@@ -375,21 +375,29 @@ def test_envoy_made_errors_are_json_in_the_same_shape(
 
 
 def test_native_grpc_is_served_on_the_same_port_as_json(stack: Stack) -> None:
+    """With the key as x-api-key metadata, where Envoy's per-key rate limit sees it; the key
+    field alone is refused on this port (the limit cannot read a protobuf body)."""
     import grpc
     from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
+    message = message_pb2.Message(to="441111111111", body="via envoy")
+    getattr(message, "from").CopyFrom(message_pb2.From(type="custom", value="Acme"))
+    batch = message_service_pb2.MessageBatch(messages=[message])
     with grpc.insecure_channel(stack.http_url.removeprefix("http://")) as channel:
         stub = message_service_pb2_grpc.MessageServiceStub(channel)
-        message = message_pb2.Message(to="441111111111", body="via envoy")
-        getattr(message, "from").CopyFrom(message_pb2.From(type="custom", value="Acme"))
         response = stub.AddMessages(
-            message_service_pb2.AddMessagesRequest(
-                key=stack.key, batch=message_service_pb2.MessageBatch(messages=[message])
-            ),
+            message_service_pb2.AddMessagesRequest(batch=batch),
+            metadata=[("x-api-key", stack.key)],
             timeout=10,
         )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.AddMessages(
+                message_service_pb2.AddMessagesRequest(key=stack.key, batch=batch), timeout=10
+            )
     assert response.messages[0].to == "441111111111"
     assert stack.stored_count(message_uuid=response.messages[0].message_uuid) == 1
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "x-api-key" in str(refused.value.details())
 
 
 @SQLITE_ONLY

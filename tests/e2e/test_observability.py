@@ -71,10 +71,10 @@ def add(target: str, key: str, *messages: message_pb2.Message) -> grpc.StatusCod
     with grpc.insecure_channel(target) as channel:
         stub = message_service_pb2_grpc.MessageServiceStub(channel)
         request = message_service_pb2.AddMessagesRequest(
-            key=key, batch=message_service_pb2.MessageBatch(messages=messages)
+            batch=message_service_pb2.MessageBatch(messages=messages)
         )
         try:
-            stub.AddMessages(request, timeout=10)
+            stub.AddMessages(request, metadata=[("x-api-key", key)], timeout=10)
         except grpc.RpcError as error:
             return error.code()
     return grpc.StatusCode.OK
@@ -103,12 +103,12 @@ def test_requests_through_envoy_and_over_grpc_move_the_metrics_exactly(
     after = scrape(stack.metrics_url)
 
     assert moved(before, after, "mplus_requests_total") == {
-        labels(transport="json", code="OK"): 2,
-        labels(transport="json", code="INVALID_ARGUMENT"): 1,
-        labels(transport="json", code="UNAUTHENTICATED"): 1,
-        labels(transport="grpc", code="OK"): 2,
-        labels(transport="grpc", code="INVALID_ARGUMENT"): 1,
-        labels(transport="grpc", code="UNAUTHENTICATED"): 1,
+        labels(transport="json", code="OK", reason=""): 2,
+        labels(transport="json", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
+        labels(transport="json", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
+        labels(transport="grpc", code="OK", reason=""): 2,
+        labels(transport="grpc", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
+        labels(transport="grpc", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
     }
     assert moved(before, after, "mplus_messages_accepted_total") == {
         labels(mode="stored"): 4,
@@ -180,7 +180,9 @@ def test_mplus_serve_writes_only_json_lines_and_serves_metrics(tmp_path: Path) -
         wait_for_serving(target)
         assert add(target, key, grpc_message()) is grpc.StatusCode.OK
         scraped = scrape(f"http://127.0.0.1:{metrics_port}/metrics")  # counted before answering
-        assert scraped[("mplus_requests_total", labels(transport="grpc", code="OK"))] == 1
+        assert (
+            scraped[("mplus_requests_total", labels(transport="grpc", code="OK", reason=""))] == 1
+        )
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
     finally:

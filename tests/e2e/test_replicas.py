@@ -148,8 +148,8 @@ def send_grpc(
 ) -> Any:
     """Native gRPC through Envoy's port, answered in the JSON shape for comparison."""
     request = message_service_pb2.AddMessagesRequest()
-    json_format.ParseDict({"key": replicas.key, "batch": {"messages": batch}}, request)
-    response = stub.AddMessages(request, timeout=30)
+    json_format.ParseDict({"batch": {"messages": batch}}, request)
+    response = stub.AddMessages(request, metadata=[("x-api-key", replicas.key)], timeout=30)
     return json_format.MessageToDict(response)["messages"]
 
 

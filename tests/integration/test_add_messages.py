@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from server.config import Limits
-from server.domain.errors import IdConflict, InvalidRequest, NoSharedSenders, Unauthenticated
+from server.domain.errors import (
+    Abandoned,
+    IdConflict,
+    InvalidRequest,
+    NoSharedSenders,
+    Unauthenticated,
+)
 from server.domain.model import AcceptedMessage, MessageDraft, SenderDraft
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages, AddMessagesCommand
@@ -132,6 +139,30 @@ def test_one_invalid_message_rejects_the_whole_request(
         add_messages(AddMessagesCommand(account.key, [draft(), draft(body=" "), draft(to="12")]))
     assert [v.field for v in raised.value.violations] == ["messages[1].body", "messages[2].to"]
     assert count(engine, queued_messages) == 0
+
+
+def test_a_caller_gone_before_the_commit_gets_a_failure_and_nothing_is_stored(
+    add_messages: AddMessages, account: accounts.NewAccount, engine: Engine
+) -> None:
+    """Cancelled (a server stop past its grace, a client that hung up) or past its deadline
+    once the work is done: rolled back, so "failed" is true and a resend stores it once."""
+    asked: list[bool] = []
+
+    def gone() -> bool:
+        asked.append(True)
+        return True
+
+    with pytest.raises(Abandoned):
+        add_messages(
+            AddMessagesCommand(account.key, [draft(sender=SHARED), draft()], cancelled=gone)
+        )
+    assert asked and count(engine, queued_messages) == 0 and count(engine, sender_pins) == 0
+    ran_out = AddMessagesCommand(account.key, [draft()], deadline=time.monotonic() + 0.2)
+    assert not ran_out.abandoned()
+    time.sleep(0.25)
+    assert ran_out.abandoned()
+    add_messages(AddMessagesCommand(account.key, [draft()], cancelled=lambda: False))
+    assert count(engine, queued_messages) == 1
 
 
 def test_defaults_fill_what_messages_omit(

@@ -35,6 +35,7 @@ def test_the_documented_parameters_pass(path: str) -> None:
         ),
         ("/message?key=k&is_dryrun=true", [("is_dryrun", "UNKNOWN_QUERY_PARAMETER")]),
         ("/message?key=k&=x", [("(empty name)", "UNKNOWN_QUERY_PARAMETER")]),
+        ("/message?key=&dryRun=true", [("key", "EMPTY_KEY")]),  # an x-api-key would pass it
         ("/message?dryRun=true&dryRun=true", [("dryRun", "REPEATED_PARAMETER")]),
         ("/message?key=k&dryRun", [("dryRun", "INVALID_BOOLEAN")]),
         ("/message?key=k&isDryrun=TRUE", [("isDryrun", "INVALID_BOOLEAN")]),

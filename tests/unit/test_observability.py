@@ -63,7 +63,7 @@ def test_an_accepted_json_request_logs_one_line_with_its_fields_and_no_secrets(
     }
     sample = telemetry.metrics.registry.get_sample_value
     assert sample("mplus_messages_accepted_total", {"mode": "dry_run"}) == 2
-    assert sample("mplus_requests_total", {"transport": "json", "code": "OK"}) == 1
+    assert sample("mplus_requests_total", {"transport": "json", "code": "OK", "reason": ""}) == 1
 
 
 def test_a_refused_grpc_request_logs_its_code_and_reason_and_counts_its_messages(
@@ -102,7 +102,8 @@ def test_an_error_that_escapes_without_a_refusal_is_recorded_as_unknown(
         raise RuntimeError("a bug while answering")
     assert json.loads(lines(caplog)[0])["code"] == "UNKNOWN"
     sample = telemetry.metrics.registry.get_sample_value
-    assert sample("mplus_requests_total", {"transport": "grpc", "code": "UNKNOWN"}) == 1
+    labels = {"transport": "grpc", "code": "UNKNOWN", "reason": "INTERNAL"}
+    assert sample("mplus_requests_total", labels) == 1
     assert sample("mplus_messages_rejected_total", {"reason": "INTERNAL"}) is None
 
 

@@ -74,3 +74,26 @@ def test_a_grpc_deadline_becomes_the_commands_and_no_deadline_none() -> None:
     assert deadline is not None and before + 2.5 <= deadline <= time.monotonic() + 2.5
     assert command_from_request(request, []).deadline is None
     assert command_from_request(request, [], time_remaining=9.2e18).deadline is None  # grpcio's
+
+
+def test_through_the_public_port_a_key_only_in_the_field_is_refused() -> None:
+    """Envoy's per-key rate limit reads headers and the query, not a protobuf body."""
+    public = [("x-mplus-public", "1")]
+    with pytest.raises(Unauthenticated, match="x-api-key"):
+        api_key("k1", public)
+    assert api_key("", [*public, ("x-api-key", "k1")]) == "k1"
+    assert api_key("k1", [*public, ("x-api-key", "k1")]) == "k1"
+    json_call = [*public, ("x-envoy-original-path", "/message?key=k1")]
+    assert api_key("k1", json_call, original_query(json_call)) == "k1"  # bound from ?key=
+    assert api_key("k1", []) == "k1"  # an internal caller on the gRPC port
+
+
+def test_a_call_without_a_deadline_gets_the_servers_timeout_and_a_shorter_one_its_own() -> None:
+    request = message_service_pb2.AddMessagesRequest()
+    before = time.monotonic()
+    json_call = command_from_request(request, [], time_remaining=None, timeout=20.0).deadline
+    assert json_call is not None and before + 20.0 <= json_call <= time.monotonic() + 20.0
+    short = command_from_request(request, [], time_remaining=1.0, timeout=20.0).deadline
+    assert short is not None and short <= time.monotonic() + 1.0
+    endless = command_from_request(request, [], time_remaining=9.2e18, timeout=20.0).deadline
+    assert endless is not None and endless <= time.monotonic() + 20.0
