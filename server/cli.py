@@ -45,19 +45,23 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
+    log_json_lines()  # like the workers' and Envoy's own: one JSON object a line
     return Supervisor(settings, workers=0).run()
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """N gRPC workers and Envoy in the foreground; SIGTERM or Ctrl-C stops them in order."""
     settings = dataclasses.replace(settings, workers=args.workers or settings.workers)
+    log_json_lines()  # its lines mix with the workers' and Envoy's: all JSON, one a line
     supervisor = Supervisor(settings, workers=settings.workers)
     ports = ", ".join(str(settings.worker_port(i)) for i in range(settings.workers))
-    print(
-        f"mplus up: gRPC on {settings.grpc_host} port {ports}, "
-        f"JSON on {'https' if settings.tls_cert else 'http'}://{settings.http_address}/message "
-        "(Ctrl-C stops)",
-        flush=True,
+    scheme = "https" if settings.tls_cert else "http"
+    logging.getLogger("mplus.up").info(
+        "gRPC on %s port %s, JSON on %s://%s/message (Ctrl-C stops)",
+        settings.grpc_host,
+        ports,
+        scheme,
+        settings.http_address,
     )
     return supervisor.run()
 

@@ -185,6 +185,13 @@ class Settings:
                 f"got {metrics_port} + {worker_index}"
             )
         tls_cert, tls_key = _tls_files(env)
+        per_key = rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key)
+        burst = integer("MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000)
+        if burst < per_key / 20:
+            raise SystemExit(
+                "MPLUS_RATE_LIMIT_BURST must be at least MPLUS_RATE_LIMIT_PER_KEY / 20 (Envoy "
+                f"refills at most every 50 ms), got {burst} for {per_key}/s"
+            )
         return cls(
             database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
             grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
@@ -213,10 +220,8 @@ class Settings:
             max_connections=integer(
                 "MPLUS_MAX_CONNECTIONS", defaults.max_connections, 1, 1_000_000
             ),
-            rate_limit_per_key=rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key),
-            rate_limit_burst=integer(
-                "MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000
-            ),
+            rate_limit_per_key=per_key,
+            rate_limit_burst=burst,
             rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -172,9 +172,17 @@ _ALL = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
 _UINT32_MAX = 2**32 - 1
 
 
+MIN_FILL_INTERVAL_S = 0.05
+"""Envoy refuses a shorter token-bucket fill interval."""
+
+
 def token_bucket(rate: float, size: int) -> dict[str, object]:
-    """`rate` requests per second as Envoy's whole tokens per fill interval."""
-    tokens = max(1, round(rate))
+    """`rate` requests per second as Envoy's whole tokens per fill interval, never more per
+    fill than the bucket holds (Envoy would drop the rest: 500/s in a bucket of 100 would be
+    100/s). Settings keep `size` at least rate * MIN_FILL_INTERVAL_S."""
+    tokens = max(1, min(round(rate), size))
+    if tokens / rate < MIN_FILL_INTERVAL_S:
+        tokens = math.ceil(rate * MIN_FILL_INTERVAL_S)
     return {"max_tokens": size, "tokens_per_fill": tokens, "fill_interval": f"{tokens / rate:.3f}s"}
 
 

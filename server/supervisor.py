@@ -39,6 +39,14 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _worker_preexec() -> None:
+    """SIGINT ignored until `mplus serve` installs its own handler (Python keeps an inherited
+    SIG_IGN): a stop while it is still importing is then no KeyboardInterrupt traceback;
+    `Supervisor.stop` repeats the signal until the worker hears it."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @dataclass
 class Child:
     name: str
@@ -53,7 +61,10 @@ class Child:
         # Its own process group: Ctrl-C reaches the supervisor only, which stops children
         # in order (Envoy first) instead of all at once.
         self.process = subprocess.Popen(
-            self.command, env=self.env, process_group=0, preexec_fn=_die_with_parent
+            self.command,
+            env=self.env,
+            process_group=0,
+            preexec_fn=_die_with_parent if self.is_gateway else _worker_preexec,
         )
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
@@ -99,10 +110,11 @@ class Supervisor:
         self.stop()
         if failed is not None:
             assert failed.process is not None
-            print(
-                f"mplus: {failed.name} exited with code {failed.process.returncode} as it "
-                "started (its messages are above); everything is stopped",
-                file=sys.stderr,
+            log.error(
+                "%s exited with code %s as it started (its messages are above); "
+                "everything is stopped",
+                failed.name,
+                failed.process.returncode,
             )
             return 1
         return 0
@@ -136,18 +148,24 @@ class Supervisor:
             if child.process is not None and child.process.poll() is None:
                 drain_gateway(self.settings, timeout=self.settings.shutdown_grace_ms / 1000)
                 stop_process(child.process)
-        for child in workers:  # SIGINT: no drain, Envoy is gone; in-flight calls still commit
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGINT)
+        # SIGINT: no drain, Envoy is gone; in-flight calls still commit. Repeated each second
+        # for a worker still starting, which ignores it until its handler is in place.
         deadline = time.monotonic() + self.settings.shutdown_grace_ms / 1000 + 5
-        for child in workers:
-            if child.process is not None:
-                try:
-                    child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop within its grace period; killing it", child.name)
-                    child.process.kill()
-                    child.process.wait()
+        running = [c.process for c in workers if c.process is not None]
+        while running and time.monotonic() < deadline:
+            for process in running:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            end = min(deadline, time.monotonic() + 1.0)
+            while time.monotonic() < end and any(p.poll() is None for p in running):
+                time.sleep(0.05)
+            running = [p for p in running if p.poll() is None]
+        for process in running:
+            log.warning(
+                "worker pid %d did not stop within its grace period; killing it", process.pid
+            )
+            process.kill()
+            process.wait()
 
 
 def drain_gateway(settings: Settings, timeout: float) -> None:

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from sqlalchemy import Engine
-
-from server.storage.unit_of_work import UnitOfWork
 
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -68,35 +62,6 @@ class Metrics:
             "AddMessages calls being handled now",
             registry=registry,
         )
-
-    def timed_unit_of_work(self, engine: Engine) -> Callable[[], UnitOfWork]:
-        """Units of work that report their transaction time to this registry."""
-        return lambda: _TimedUnitOfWork(engine, self.db_transaction_duration)
-
-
-class _TimedUnitOfWork(UnitOfWork):
-    """Times the whole transaction: waiting for a connection and locks, SQL, and the commit's
-    fsync, which statement-level timing would miss."""
-
-    def __init__(self, engine: Engine, histogram: Histogram) -> None:
-        super().__init__(engine)
-        self._histogram = histogram
-        self._started = 0.0
-
-    def __enter__(self) -> UnitOfWork:
-        self._started = time.perf_counter()
-        return super().__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, traceback)
-        finally:
-            self._histogram.observe(time.perf_counter() - self._started)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
 from server.storage.database import create_database_engine
 from server.storage.migrate import ensure_current
+from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def serve(settings: Settings) -> None:
     )
     ensure_current(engine)
     metrics = Metrics()
-    add_messages = AddMessages(metrics.timed_unit_of_work(engine), limits=settings.limits)
+    add_messages = AddMessages(
+        lambda: UnitOfWork(engine, metrics.db_transaction_duration.observe), limits=settings.limits
+    )
     address = settings.grpc_address
     running = create_server(add_messages, address, settings, metrics)
     stop, drained = threading.Event(), threading.Event()

@@ -76,6 +76,8 @@ class AddMessages:
         if not command.api_key:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
         for attempt in range(1, ATTEMPTS + 1):
+            if command.abandoned():
+                raise Abandoned()  # the caller has gone: take no connection, no lock
             try:
                 return self._transaction(
                     command, command.api_key, outgoing, invalid, now, authenticated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
@@ -34,12 +35,19 @@ class UnitOfWork:
     senders: SenderRepository
     messages: MessageRepository
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, on_finish: Callable[[float], None] = lambda _seconds: None
+    ) -> None:
+        """`on_finish` hears each transaction's seconds, from taking a connection to commit
+        or rollback: lock waits and the commit's fsync included (a metric, say)."""
         self._engine = engine
+        self._on_finish = on_finish
+        self._started = 0.0
         self._connection: Connection | None = None
         self._transaction: RootTransaction | None = None
 
     def __enter__(self) -> UnitOfWork:
+        self._started = time.perf_counter()
         try:
             self._connection = self._engine.connect()
             self._transaction = self._connection.begin()
@@ -55,9 +63,10 @@ class UnitOfWork:
         return self
 
     def finish_by(self, deadline: float | None) -> None:
-        """No statement of this transaction outlives `deadline`, a time.monotonic() value (the
-        caller's gRPC deadline): past it the caller has gone, and waiting on only holds a
-        connection and locks. PostgreSQL only; SQLite's one bound is its busy timeout."""
+        """Each statement of this transaction is bounded by the time left until `deadline` (a
+        time.monotonic() value) when the transaction starts: past it the caller has gone, and
+        waiting on only holds a connection and locks. The service checks the deadline again
+        before it commits. PostgreSQL only; SQLite's one bound is its busy timeout."""
         assert self._connection is not None, "finish_by outside of `with`"
         if deadline is None:
             return
@@ -89,6 +98,7 @@ class UnitOfWork:
         finally:
             self._connection.close()
             self._connection = self._transaction = None
+            self._on_finish(time.perf_counter() - self._started)
         if isinstance(exc, DBAPIError | PoolTimeout):
             translated = _translated(exc)
             if translated is not exc:

@@ -224,7 +224,9 @@ def _running_stack(database_url: str, state: Path) -> Iterator[Stack]:
     account = accounts.create_account(unit_of_work, "e2e")
     metrics = Metrics()
     server: GrpcServer = create_server(
-        AddMessages(metrics.timed_unit_of_work(engine), settings.limits),
+        AddMessages(
+            lambda: UnitOfWork(engine, metrics.db_transaction_duration.observe), settings.limits
+        ),
         "127.0.0.1:0",
         settings,
         metrics,

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from server.config import DatabaseTimeouts
+from server.domain.errors import Abandoned
 from server.domain.model import MessageDraft, SenderDraft
 from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
@@ -142,7 +143,14 @@ def test_a_grpc_deadline_longer_than_the_statement_timeout_does_not_lengthen_it(
 def test_a_deadline_already_passed_asks_the_database_nothing(
     engine: Engine, account: accounts.NewAccount, unit_of_work: Callable[[], UnitOfWork]
 ) -> None:
-    add = AddMessages(unit_of_work)
-    fails_after(lambda: add(command(account, time.monotonic())), "deadline passed")
+    opened: list[UnitOfWork] = []
+
+    def counted() -> UnitOfWork:
+        opened.append(unit_of_work())
+        return opened[-1]
+
+    with pytest.raises(Abandoned):
+        AddMessages(counted)(command(account, time.monotonic()))
+    assert opened == []
     with engine.connect() as connection:
         assert connection.execute(select(queued_messages)).first() is None

@@ -177,3 +177,13 @@ def test_tls_files_must_both_be_readable_and_are_made_absolute(
     assert (settings.tls_cert, settings.tls_key) == (tmp_path / "tls.crt", tmp_path / "tls.key")
     with pytest.raises(SystemExit, match="MPLUS_TLS_KEY must name a readable PEM file"):
         Settings.from_env({"MPLUS_TLS_CERT": "tls.crt", "MPLUS_TLS_KEY": "missing.key"})
+
+
+def test_a_burst_too_small_for_its_rate_is_refused() -> None:
+    """Envoy refills at most every 50 ms: a smaller bucket would cap the rate silently."""
+    with pytest.raises(SystemExit, match="MPLUS_RATE_LIMIT_BURST must be at least"):
+        Settings.from_env({"MPLUS_RATE_LIMIT_PER_KEY": "5000", "MPLUS_RATE_LIMIT_BURST": "100"})
+    settings = Settings.from_env(
+        {"MPLUS_RATE_LIMIT_PER_KEY": "500", "MPLUS_RATE_LIMIT_BURST": "100"}
+    )
+    assert (settings.rate_limit_per_key, settings.rate_limit_burst) == (500, 100)

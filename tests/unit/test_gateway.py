@@ -17,6 +17,8 @@ from server.config import Settings
         (50, 100, {"max_tokens": 100, "tokens_per_fill": 50, "fill_interval": "1.000s"}),
         (0.05, 3, {"max_tokens": 3, "tokens_per_fill": 1, "fill_interval": "20.000s"}),
         (2.5, 5, {"max_tokens": 5, "tokens_per_fill": 2, "fill_interval": "0.800s"}),
+        (500, 100, {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "0.200s"}),
+        (5000, 250, {"max_tokens": 250, "tokens_per_fill": 250, "fill_interval": "0.050s"}),
     ],
 )
 def test_a_rate_becomes_whole_tokens_per_interval(
