@@ -100,8 +100,10 @@ class Up:
 
 @contextmanager
 def running_up(cli: Cli, *args: str) -> Iterator[Up]:
-    """`mplus up ARGS` in its own process group (as a terminal's foreground job), killed at
-    the end."""
+    """`mplus up ARGS` in its own session (as a terminal's foreground job), stopped at the
+    end as an operator would (SIGTERM: it stops its children in order); SIGKILL only if that
+    hangs, and then its children, each in a process group of its own, die with it (they get
+    SIGTERM when their parent dies)."""
     log = cli.state_dir / "up.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -114,9 +116,14 @@ def running_up(cli: Cli, *args: str) -> Iterator[Up]:
     try:
         yield Up(process, log)
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
 
 
 def post(cli: Cli, key: str) -> httpx.Response:

@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from mplus.v1 import message_service_pb2, message_service_pb2_grpc
 from sqlalchemy import Engine, select
 
+from server.config import Settings
 from server.storage.database import create_database_engine
 from server.storage.tables import queued_messages, sender_pins
 from tests.e2e.conftest import wait_until
@@ -44,8 +45,13 @@ STARTED = re.compile(r"started worker (\d+) \(gRPC :\d+\) \(pid (\d+)\)")
 class Replicas:
     cli: Cli
     up: Up
-    key: str
+    accounts: list[tuple[str, str]]
+    """(account id, key) of two accounts sharing the pool and the destinations."""
     engine: Engine
+
+    @property
+    def key(self) -> str:
+        return self.accounts[0][1]
 
     @property
     def admin(self) -> str:
@@ -89,6 +95,7 @@ class Replicas:
             return list(
                 connection.execute(
                     select(
+                        queued_messages.c.account_id,
                         queued_messages.c.message_uuid,
                         queued_messages.c.client_id,
                         queued_messages.c.sender,
@@ -109,11 +116,11 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[Replicas]:
     }
     cli.ok("db", "upgrade")
     cli.ok("senders", "add", *POOL)
-    key = json.loads(cli.ok("accounts", "create", "replicated", "--json"))["key"]
+    created = [json.loads(cli.ok("accounts", "create", name, "--json")) for name in ("a", "b")]
     engine = create_database_engine(postgres_url, pool_size=2)
     try:
         with running_up(cli, "--workers", "2") as up:
-            replicas = Replicas(cli, up, key, engine)
+            replicas = Replicas(cli, up, [(a["id"], a["key"]) for a in created], engine)
             wait_until(replicas.both_serve, "Envoy to balance over both workers", timeout=30)
             yield replicas
     finally:
@@ -132,10 +139,12 @@ def with_id(client_id: str) -> dict[str, Any]:
     return shared(DESTINATIONS[CLIENT_IDS.index(client_id)], f"order {client_id}", client_id)
 
 
-def send_json(replicas: Replicas, client: httpx.Client, batch: list[dict[str, Any]]) -> Any:
+def send_json(
+    replicas: Replicas, client: httpx.Client, batch: list[dict[str, Any]], key: str = ""
+) -> Any:
     response = client.post(
         f"http://127.0.0.1:{replicas.cli.http_port}/message",
-        params={"key": replicas.key},
+        params={"key": key or replicas.key},
         json={"messages": batch},
         timeout=30,
     )
@@ -143,22 +152,22 @@ def send_json(replicas: Replicas, client: httpx.Client, batch: list[dict[str, An
     return response.json()["messages"]
 
 
-def send_grpc(
-    replicas: Replicas, stub: message_service_pb2_grpc.MessageServiceStub, batch: list[Any]
-) -> Any:
+def send_grpc(stub: message_service_pb2_grpc.MessageServiceStub, batch: list[Any], key: str) -> Any:
     """Native gRPC through Envoy's port, answered in the JSON shape for comparison."""
     request = message_service_pb2.AddMessagesRequest()
     json_format.ParseDict({"batch": {"messages": batch}}, request)
-    response = stub.AddMessages(request, metadata=[("x-api-key", replicas.key)], timeout=30)
+    response = stub.AddMessages(request, metadata=[("x-api-key", key)], timeout=30)
     return json_format.MessageToDict(response)["messages"]
 
 
 def test_two_workers_behind_envoy_agree_on_senders_and_ids_under_parallel_load(
     replicas: Replicas,
 ) -> None:
-    def client(seed: int) -> list[Any]:
+    def client(seed: int) -> list[tuple[str, Any]]:
+        """(account id, answer) of every message this client sent, as one of two accounts."""
         rng = random.Random(seed)
-        added: list[Any] = []
+        account_id, key = replicas.accounts[seed % 2]
+        added: list[tuple[str, Any]] = []
         with (
             httpx.Client() as http,
             grpc.insecure_channel(f"127.0.0.1:{replicas.cli.http_port}") as channel,
@@ -168,12 +177,12 @@ def test_two_workers_behind_envoy_agree_on_senders_and_ids_under_parallel_load(
                 batch = [shared(rng.choice(DESTINATIONS)) for _ in range(rng.randint(1, 6))]
                 batch += [with_id(i) for i in rng.sample(CLIENT_IDS, rng.randint(0, 3))]
                 rng.shuffle(batch)
-                if (seed + n) % 2:
-                    answered = send_json(replicas, http, batch)
+                if (seed // 2 + n) % 2:
+                    answered = send_json(replicas, http, batch, key)
                 else:
-                    answered = send_grpc(replicas, stub, batch)
+                    answered = send_grpc(stub, batch, key)
                 assert [m["to"] for m in answered] == [m["to"] for m in batch]
-                added.extend(answered)
+                added.extend((account_id, m) for m in answered)
         return added
 
     with ThreadPoolExecutor(THREADS) as pool:
@@ -182,25 +191,29 @@ def test_two_workers_behind_envoy_agree_on_senders_and_ids_under_parallel_load(
     served = replicas.host_stats("rq_success")  # the fixture's dry runs count too: 8 or more each
     assert len(served) == 2 and all(int(count) > 20 for count in served.values()), served
 
-    senders_seen: dict[str, set[str]] = defaultdict(set)
-    uuids_by_id: dict[str, set[str]] = defaultdict(set)
-    for added in answered:
-        senders_seen[added["to"]].add(added["from"]["value"])
+    senders_seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    uuids_by_id: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for account_id, added in answered:
+        senders_seen[account_id, added["to"]].add(added["from"]["value"])
         if "id" in added:
-            uuids_by_id[added["id"]].add(added["messageUuid"])
+            uuids_by_id[account_id, added["id"]].add(added["messageUuid"])
     stored = replicas.stored()
     with replicas.engine.connect() as connection:
-        pins = dict(
-            connection.execute(select(sender_pins.c.destination, sender_pins.c.sender)).all()
-        )
+        pins = {
+            (row.account_id, row.destination): row.sender
+            for row in connection.execute(select(sender_pins)).all()
+        }
 
-    assert {to: len(s) for to, s in senders_seen.items()} == {to: 1 for to in senders_seen}
-    assert pins == {to: s.pop() for to, s in senders_seen.items()}
-    assert all(row.sender == pins[row.destination] for row in stored)
+    # one sender per (account, number), the same one every process answered and stored
+    assert {k: len(s) for k, s in senders_seen.items()} == {k: 1 for k in senders_seen}
+    assert pins == {k: s.pop() for k, s in senders_seen.items()}
+    assert all(row.sender == pins[row.account_id, row.destination] for row in stored)
+    assert {account for account, _ in pins} == {account for account, _ in replicas.accounts}
+    # each (account, id) answered with one uuid and stored exactly once
     assert {i: len(u) for i, u in uuids_by_id.items()} == {i: 1 for i in uuids_by_id}
-    stored_ids = [row.client_id for row in stored if row.client_id is not None]
-    assert sorted(stored_ids) == sorted(uuids_by_id)  # each id stored exactly once
-    acknowledged = {added["messageUuid"] for added in answered}
+    stored_ids = [(row.account_id, row.client_id) for row in stored if row.client_id]
+    assert sorted(stored_ids) == sorted(uuids_by_id)
+    acknowledged = {added["messageUuid"] for _, added in answered}
     assert acknowledged == {str(row.message_uuid) for row in stored}  # nothing lost or extra
     assert len(answered) >= THREADS * REQUESTS_PER_THREAD  # every request was answered in full
 
@@ -246,9 +259,66 @@ def test_a_worker_stopped_under_load_drains_without_a_client_error_or_a_lost_mes
 
     output = replicas.up.output()
     assert "worker 1 (gRPC" in output and "exited with 0; restarting it" in output, output
-    settings_bound = (3000 + 10_000) / 1000 + 5  # drain + grace + restart delay and start-up
+    defaults = Settings()
+    settings_bound = (defaults.shutdown_drain_ms + defaults.shutdown_grace_ms) / 1000 + 5
     assert restarted_after < settings_bound
     assert failures == []
     stored = replicas.stored()
     assert {row.client_id: str(row.message_uuid) for row in stored} == acknowledged
     assert len(stored) == len(acknowledged)  # no message stored twice, none unacknowledged
+
+
+def test_mplus_up_stopped_under_load_answers_what_it_took_and_loses_nothing(
+    replicas: Replicas,
+) -> None:
+    """SIGTERM to `mplus up` while clients post: Envoy stops taking connections and answers
+    what it took, then the workers finish. Every answer is a 200; the rest could not connect
+    (or lost the connection unanswered) and may resend with the same ids."""
+    stop_sending = threading.Event()
+    acknowledged: dict[str, str] = {}
+    unanswered: dict[str, str] = {}  # client id → what the client saw instead of an answer
+    answers_not_200: list[str] = []
+
+    def client(seed: int) -> None:
+        with httpx.Client() as http:
+            while not stop_sending.is_set():
+                client_id = str(uuid.uuid4())
+                batch = [shared(DESTINATIONS[seed], f"stop {client_id}", client_id)]
+                try:
+                    response = http.post(
+                        f"http://127.0.0.1:{replicas.cli.http_port}/message",
+                        params={"key": replicas.key},
+                        json={"messages": batch},
+                        timeout=30,
+                    )
+                except httpx.TransportError as error:
+                    unanswered[client_id] = type(error).__name__
+                    time.sleep(0.05)
+                    continue
+                if response.status_code != 200:
+                    answers_not_200.append(response.text)
+                    continue
+                acknowledged[client_id] = response.json()["messages"][0]["messageUuid"]
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 50, "clients to get going")
+        signalled = time.monotonic()
+        replicas.up.process.send_signal(signal.SIGTERM)
+        code = replicas.up.process.wait(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        stop_sending.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    assert code == 0, replicas.up.output()
+    assert took < Settings().shutdown_grace_ms / 1000  # nothing in flight outlives its grace
+    assert answers_not_200 == []
+    assert unanswered, "clients kept getting answers after the stop"
+    stored = {row.client_id: str(row.message_uuid) for row in replicas.stored()}
+    assert {i: stored.get(i) for i in acknowledged} == acknowledged  # every answer is stored
+    assert set(stored) <= set(acknowledged) | set(unanswered)  # nothing from nowhere
+    assert "Traceback" not in replicas.up.output()
