@@ -20,7 +20,7 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
-from server.storage.errors import ConflictingWrite, StorageUnavailable
+from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 
 ERROR_DOMAIN = "mplus"
 DETAILS_BUDGET_BYTES = 3000
@@ -118,6 +118,14 @@ def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
                         ]
                     ),
                 ],
+            )
+        case DeadlineExceeded():
+            # As the caller's own deadline says, so that it reads the same whichever comes first.
+            return (
+                code_pb2.DEADLINE_EXCEEDED,
+                f"{error}; the messages may not have been stored: "
+                "retry with an id on each message to make the retry safe",
+                [_info("DEADLINE_EXCEEDED")],
             )
         case StorageUnavailable():
             log.warning("storage unavailable: %s", error)

@@ -10,3 +10,8 @@ class ConflictingWrite(Exception):
 class StorageUnavailable(Exception):
     """The database cannot be reached or did not answer in time; the request's outcome is
     unknown only if the failure hit the commit itself."""
+
+
+class DeadlineExceeded(StorageUnavailable):
+    """The caller's deadline (gRPC) passed before the database work was done: it was stopped
+    there, since nobody waits for the answer any more."""

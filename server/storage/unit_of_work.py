@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy import Connection, Engine, RootTransaction, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.storage.database import STATEMENT_TIMEOUT_OPTION
-from server.storage.errors import ConflictingWrite, StorageUnavailable
+from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
     AccountRepository,
     KeyRepository,
@@ -45,6 +47,7 @@ class UnitOfWork:
         self._started = 0.0
         self._connection: Connection | None = None
         self._transaction: RootTransaction | None = None
+        self._deadline: float | None = None
 
     def __enter__(self) -> UnitOfWork:
         self._started = time.perf_counter()
@@ -63,19 +66,33 @@ class UnitOfWork:
         return self
 
     def finish_by(self, deadline: float | None) -> None:
-        """Each statement of this transaction is bounded by the time left until `deadline` (a
-        time.monotonic() value) when the transaction starts: past it the caller has gone, and
-        waiting on only holds a connection and locks. The service checks the deadline again
-        before it commits. PostgreSQL only; SQLite's one bound is its busy timeout."""
+        """No statement of this transaction outlives `deadline`, a time.monotonic() value (the
+        caller's gRPC deadline): past it the caller has gone, and waiting on only holds a
+        connection and locks. PostgreSQL only; SQLite's one bound is its busy timeout. The
+        service checks the deadline again before it commits.
+
+        statement_timeout counts from each statement's own start, so it is set again before
+        every statement to the time then left: set once, a statement that starts later (a busy
+        machine) would wait on past the deadline, and might still commit."""
         assert self._connection is not None, "finish_by outside of `with`"
         if deadline is None:
             return
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
-            raise StorageUnavailable("the caller's deadline passed before the database was asked")
+        self._deadline = deadline
+        if deadline <= time.monotonic():
+            raise DeadlineExceeded("the caller's deadline passed before the database was asked")
         bound = self._connection.get_execution_options().get(STATEMENT_TIMEOUT_OPTION)
-        if bound is not None and remaining_ms < bound:
-            self._connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
+        if bound is None:
+            return
+
+        def bound_by_deadline(_connection: Connection, cursor: Any, *_: Any) -> None:
+            # Rounded up: cancelled no sooner than the deadline, when the caller has gone.
+            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise DeadlineExceeded("the caller's deadline passed during the transaction")
+            if remaining_ms < bound:
+                cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
+
+        event.listen(self._connection, "before_cursor_execute", bound_by_deadline)
 
     def commit(self) -> None:
         assert self._transaction is not None, "commit outside of `with`"
@@ -101,8 +118,14 @@ class UnitOfWork:
             self._on_finish(time.perf_counter() - self._started)
         if isinstance(exc, DBAPIError | PoolTimeout):
             translated = _translated(exc)
+            if isinstance(translated, StorageUnavailable) and self._past_deadline():
+                translated = DeadlineExceeded(str(translated))
             if translated is not exc:
                 raise translated from exc
+
+    def _past_deadline(self) -> bool:
+        """The caller's deadline has passed: whatever stopped the work, it has gone."""
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
 
 def _translated(error: DBAPIError | PoolTimeout) -> Exception:

@@ -71,9 +71,13 @@ class Replicas:
         return dict(pattern.findall(clusters))
 
     def both_serve(self) -> bool:
-        """Envoy balances over both workers. For a few seconds after a start Envoy may send
-        nearly all concurrent traffic to one worker although /clusters shows both healthy,
-        so send 32 dry runs from 8 threads and ask for at least 8 on each worker."""
+        """Envoy balances over both workers: its health checks pass on both, and 32 dry runs
+        from 8 threads reach each worker at least 8 times. Traffic alone proves nothing: while
+        no worker has passed a health check yet (just after a start), Envoy is in panic mode
+        and spreads requests over both anyway; once one passes, it alone gets everything until
+        the other passes too."""
+        if not self.both_healthy():
+            return False
 
         def dry_run(_: int) -> int:
             return httpx.post(
@@ -88,7 +92,12 @@ class Replicas:
             if set(pool.map(dry_run, range(32))) != {200}:
                 return False  # a worker still starting
         after = self.host_stats("rq_total")
-        return len(after) == 2 and all(int(after[h]) - int(before.get(h, 0)) >= 8 for h in after)
+        balanced = all(int(after[h]) - int(before.get(h, 0)) >= 8 for h in after)
+        return len(after) == 2 and balanced and self.both_healthy()
+
+    def both_healthy(self) -> bool:
+        flags = self.host_stats("health_flags")
+        return len(flags) == 2 and set(flags.values()) == {"healthy"}
 
     def stored(self) -> list[Any]:
         with self.engine.connect() as connection:
