@@ -31,6 +31,7 @@ from server.storage.database import create_database_engine
 from server.storage.tables import queued_messages, sender_pins
 from tests.e2e.conftest import wait_until
 from tests.e2e.operator import Cli, Up, make_cli, running_up
+from tests.reliability.figures import record
 
 pytestmark = pytest.mark.postgres
 
@@ -271,8 +272,15 @@ def test_a_worker_stopped_under_load_drains_without_a_client_error_or_a_lost_mes
     defaults = Settings()
     settings_bound = (defaults.shutdown_drain_ms + defaults.shutdown_grace_ms) / 1000 + 5
     assert restarted_after < settings_bound
-    assert failures == []
     stored = replicas.stored()
+    record(
+        "worker_sigterm_under_load",
+        acknowledged=len(acknowledged),
+        failed_requests=len(failures),
+        stored=len(stored),
+        restarted_after_s=round(restarted_after, 2),
+    )
+    assert failures == []
     assert {row.client_id: str(row.message_uuid) for row in stored} == acknowledged
     assert len(stored) == len(acknowledged)  # no message stored twice, none unacknowledged
 
@@ -323,11 +331,19 @@ def test_mplus_up_stopped_under_load_answers_what_it_took_and_loses_nothing(
         for thread in threads:
             thread.join(timeout=60)
 
+    stored = {row.client_id: str(row.message_uuid) for row in replicas.stored()}
+    record(
+        "up_sigterm_under_load",
+        acknowledged=len(acknowledged),
+        unanswered=len(unanswered),
+        unanswered_but_stored=len(set(unanswered) & set(stored)),
+        answers_not_200=len(answers_not_200),
+        stopped_after_s=round(took, 2),
+    )
     assert code == 0, replicas.up.output()
     assert took < Settings().shutdown_grace_ms / 1000  # nothing in flight outlives its grace
     assert answers_not_200 == []
     assert unanswered, "clients kept getting answers after the stop"
-    stored = {row.client_id: str(row.message_uuid) for row in replicas.stored()}
     assert {i: stored.get(i) for i in acknowledged} == acknowledged  # every answer is stored
     assert set(stored) <= set(acknowledged) | set(unanswered)  # nothing from nowhere
     assert "Traceback" not in replicas.up.output()
