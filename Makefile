@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run generate check-generated lint typecheck validate-envoy test unit integration e2e bench clean
+.PHONY: install run generate check-generated lint typecheck validate-envoy test unit integration e2e soak bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ e2e: install
 
 test: lint typecheck check-generated validate-envoy  ## everything CI runs
 	$(BIN)/pytest
+
+soak: install  ## the long fault, fuzz and abuse runs (bounded), then docs/reliability.md
+	MPLUS_SOAK=1 timeout 2400 $(BIN)/pytest -p no:cacheprovider tests/reliability tests/e2e/test_replicas.py
+	$(BIN)/python -m tests.reliability.report > docs/reliability.md
 
 bench: install
 	$(BIN)/python -m benchmarks.add_messages

@@ -24,5 +24,10 @@ def scaled(fast: int, soak: int) -> int:
 def record(area: str, **figures: Any) -> None:
     """Keeps this run's figures for `area` (one file each: the last run wins)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    entry = {"area": area, "soak": SOAK, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    entry = {
+        "area": area,
+        "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+        "soak": SOAK,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (RESULTS / f"{area}.json").write_text(json.dumps(entry | figures, indent=2) + "\n")
