@@ -54,7 +54,6 @@ class Child:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restarts: int = 0
     is_gateway: bool = False
 
     def start(self) -> None:
@@ -135,7 +134,6 @@ class Supervisor:
             log.warning("%s exited with %s; restarting it", child.name, child.process.returncode)
             if self.stopping.wait(RESTART_DELAY_S):
                 return None  # asked to stop meanwhile: start nothing new
-            child.restarts += 1
             child.start()
         return None
 
