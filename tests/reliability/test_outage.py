@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from server.storage.tables import queued_messages
 from tests.e2e.conftest import wait_until
+from tests.e2e.operator import make_cli
 from tests.reliability.conftest import Processes, health_status, prepared, running
 from tests.reliability.figures import record, scaled
 
@@ -291,3 +292,14 @@ def test_sqlite_read_only_file_answers_503_json_never_500(tmp_path: Path) -> Non
         alive(processes)
         assert "Traceback" not in processes.server_logs()
     record("outage-sqlite-read-only", seconds_to_fail=round(seconds, 3))
+
+
+@pytest.mark.parametrize("command", [("serve",), ("accounts", "list")])
+def test_a_database_down_at_startup_is_a_message_not_a_traceback(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    cli = make_cli(tmp_path, "postgresql://mplus:secret@127.0.0.1:1/mplus")
+    cli.env["MPLUS_METRICS_PORT"] = "0"
+    refused = cli.fails(*command)
+    assert "cannot reach the database at postgresql" in refused.stderr
+    assert "secret" not in refused.stderr
