@@ -82,6 +82,9 @@ class Settings:
     db_pool_size: int = 16
     """Connections per server process; by default one per worker thread (MPLUS_MAX_WORKERS)."""
     db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
+    db_health_interval_ms: int = 1000
+    """How often the server asks the database `SELECT 1` to keep gRPC health in step with
+    it (0: never; health then follows shutdown only)."""
 
     @property
     def grpc_address(self) -> str:
@@ -245,6 +248,9 @@ class Settings:
                 idle_in_transaction_ms=milliseconds(
                     "MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeouts.idle_in_transaction_ms
                 ),
+            ),
+            db_health_interval_ms=integer(
+                "MPLUS_DB_HEALTH_INTERVAL_MS", defaults.db_health_interval_ms, 0, 3_600_000
             ),
         )
 

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
@@ -13,18 +14,24 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
 
+from server.api.health import DatabaseHealth
 from server.api.metrics import Metrics, MetricsListener, serve_metrics
 from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
-from server.config import Settings
+from server.config import DatabaseTimeouts, Settings
 from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
-from server.storage.database import create_database_engine
+from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
 from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+HEALTH_SERVICES = ("", SERVICE_NAME)
+"""The whole server and the one service it runs: the same status for both."""
 
 
 class CannotListen(SystemExit):
@@ -37,17 +44,22 @@ class GrpcServer:
     port: int
     health: health.HealthServicer
     metrics_listener: MetricsListener | None
+    database_health: DatabaseHealth | None = None
 
     def start(self) -> None:
         self.server.start()
-        for service in ("", SERVICE_NAME):
+        for service in HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.database_health is not None:
+            self.database_health.start()
 
     def stop(self, grace: float, drain: threading.Event | float = 0.0) -> None:
         """NOT_SERVING first and keep serving while Envoy's health checks notice (`drain`
         seconds, or until the event is set), then refuse new calls and give in-flight ones
         `grace` seconds to finish and commit; metrics answer until the last call is counted."""
         self.health.enter_graceful_shutdown()
+        if self.database_health is not None:
+            self.database_health.stop()
         if isinstance(drain, threading.Event):
             drain.wait()
         elif drain > 0:
@@ -62,9 +74,11 @@ def create_server(
     address: str,
     settings: Settings,
     metrics: Metrics | None = None,
+    database_answers: Callable[[], bool] | None = None,
 ) -> GrpcServer:
     """A server bound to `address` (port 0 picks a free one) with health and reflection, and
-    its metrics on the gRPC host at settings.process_metrics_port (0: none)."""
+    its metrics on the gRPC host at settings.process_metrics_port (0: none). Given
+    `database_answers`, health follows it every settings.db_health_interval_ms (0: never)."""
     if metrics is None:
         metrics = Metrics()
     server = grpc.server(
@@ -91,7 +105,15 @@ def create_server(
             f"cannot listen on {address}: the port is taken or the address is not local "
             "(MPLUS_GRPC_HOST, MPLUS_GRPC_PORT)"
         ) from None
-    return GrpcServer(server, port, health_servicer, _metrics_listener(metrics, settings))
+    watcher = None
+    if database_answers is not None and settings.db_health_interval_ms:
+        watcher = DatabaseHealth(
+            health_servicer,
+            HEALTH_SERVICES,
+            database_answers,
+            settings.db_health_interval_ms / 1000,
+        )
+    return GrpcServer(server, port, health_servicer, _metrics_listener(metrics, settings), watcher)
 
 
 def _metrics_listener(metrics: Metrics, settings: Settings) -> MetricsListener | None:
@@ -120,7 +142,10 @@ def serve(settings: Settings) -> None:
         lambda: UnitOfWork(engine, metrics.db_transaction_duration.observe), limits=settings.limits
     )
     address = settings.grpc_address
-    running = create_server(add_messages, address, settings, metrics)
+    probe_engine = _probe_engine(settings)
+    running = create_server(
+        add_messages, address, settings, metrics, lambda: database_answers(probe_engine)
+    )
     stop, drained = threading.Event(), threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -146,4 +171,16 @@ def serve(settings: Settings) -> None:
     running.stop(grace=settings.shutdown_grace_ms / 1000, drain=drained)
     drain_timer.cancel()
     engine.dispose()
+    probe_engine.dispose()
     log.info("gRPC server stopped")
+
+
+def _probe_engine(settings: Settings) -> Engine:
+    """The health probe's own connection: a pool busy with requests is no outage, and a probe
+    waits a second at most (a PostgreSQL connect attempt, up to its 5 s)."""
+    bound_ms = max(1, min(settings.db_health_interval_ms, 1000))
+    return create_database_engine(
+        settings.database_url,
+        pool_size=1,
+        timeouts=DatabaseTimeouts(pool_ms=bound_ms, lock_ms=bound_ms, statement_ms=bound_ms),
+    )

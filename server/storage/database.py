@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.config import DatabaseTimeouts
 
@@ -79,3 +81,26 @@ def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engi
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def database_answers(engine: Engine) -> bool:
+    """The database runs `SELECT 1` now: a health probe's question, any error a no. On a DBAPI
+    connection of its own, outside a transaction: SQLAlchemy's would begin one, and on SQLite
+    that is BEGIN IMMEDIATE, the one write lock, taken every second for nothing."""
+    failures = (DBAPIError, PoolTimeout, engine.dialect.loaded_dbapi.Error)
+    try:
+        connection = engine.raw_connection()  # the driver's own errors: SQLAlchemy wraps none
+    except failures:
+        return False
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+        cursor.close()
+        connection.rollback()
+    except failures:
+        connection.invalidate()  # a broken connection goes; the next probe connects afresh
+        return False
+    finally:
+        connection.close()
+    return True

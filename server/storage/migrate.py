@@ -7,6 +7,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server.config import PROJECT_ROOT
 
@@ -31,11 +32,22 @@ class SchemaOutOfDate(SystemExit):
     """The database is not at the latest revision: the service refuses to start on it."""
 
 
+class DatabaseUnreachable(SystemExit):
+    """The database does not answer at startup: a message for the operator, not a traceback."""
+
+
 def ensure_current(engine: Engine) -> None:
     """Refuses to run on a schema that is behind (or ahead of) this code."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except (OperationalError, InterfaceError) as error:
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0]
+        raise DatabaseUnreachable(
+            f"cannot reach the database at {url}: {reason} (MPLUS_DATABASE_URL)"
+        ) from None
     if current != head:
         raise SchemaOutOfDate(
             f"database schema is at revision {current or 'none'}, expected {head}: "

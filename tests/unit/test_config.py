@@ -92,6 +92,7 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_DB_LOCK_TIMEOUT_MS", "5s", "must be an integer"),
         ("MPLUS_DB_POOL_TIMEOUT_MS", "-1", "between 1 and 86400000"),
         ("MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "86400001", "between 1 and 86400000"),
+        ("MPLUS_DB_HEALTH_INTERVAL_MS", "-1", "between 0 and 3600000"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
@@ -142,6 +143,11 @@ def test_metrics_default_to_9464_and_worker_i_serves_on_the_port_plus_i() -> Non
     assert Settings.from_env({}).process_metrics_port == 9464
     third = Settings.from_env({"MPLUS_METRICS_PORT": "9500", "MPLUS_WORKER_INDEX": "2"})
     assert (third.metrics_port, third.process_metrics_port) == (9500, 9502)
+
+
+def test_database_health_is_asked_every_second_and_0_turns_it_off() -> None:
+    assert Settings.from_env({}).db_health_interval_ms == 1000
+    assert Settings.from_env({"MPLUS_DB_HEALTH_INTERVAL_MS": "0"}).db_health_interval_ms == 0
 
 
 def test_metrics_port_0_turns_metrics_off_for_every_worker() -> None:
