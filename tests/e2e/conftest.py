@@ -206,7 +206,9 @@ def stack(
 
 
 @contextmanager
-def _running_stack(database_url: str, state: Path) -> Iterator[Stack]:
+def _running_stack(
+    database_url: str, state: Path, lock_timeout_ms: int = LOCK_TIMEOUT_MS
+) -> Iterator[Stack]:
     settings = dataclasses.replace(
         Settings(),
         database_url=database_url,
@@ -215,7 +217,7 @@ def _running_stack(database_url: str, state: Path) -> Iterator[Stack]:
         envoy_admin_port=free_port(),
         metrics_port=free_port(),
         max_request_bytes=1024 * 1024,
-        db_timeouts=DatabaseTimeouts(lock_ms=LOCK_TIMEOUT_MS),
+        db_timeouts=DatabaseTimeouts(lock_ms=lock_timeout_ms),
     )
     engine = create_database_engine(settings.database_url, timeouts=settings.db_timeouts)
     upgrade(engine)

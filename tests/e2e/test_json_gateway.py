@@ -576,3 +576,16 @@ def test_a_grpc_web_request_gets_a_json_error_not_text(stack: Stack) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.json()["code"] == 5
+
+
+@SQLITE_ONLY
+def test_a_json_caller_cannot_shorten_the_deadline_with_a_grpc_timeout_header(
+    stack: Stack,
+) -> None:
+    """Found by the fuzzer: Envoy forwarded `grpc-timeout: 1n` from a JSON request, so the call
+    expired before it ran (504, its body without `details`). JSON calls get the server's timeout."""
+    before = stack.stored_count()
+    body = {"messages": [{"from": custom("sender-id"), "to": "441111111111", "body": "Hi"}]}
+    response = stack.post(body, headers={"grpc-timeout": "1n"})
+    assert response.status_code == 200, response.text
+    assert stack.stored_count() == before + 1
