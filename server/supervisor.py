@@ -25,9 +25,11 @@ from server.processes import stop_process
 log = logging.getLogger(__name__)
 
 CRASH_LOOP_S = 5.0
-"""A child that fails sooner than this after starting is not restarted: it cannot start (a
-taken port, a database not migrated) and trying again would only hide that."""
+"""A child that fails this soon after its first start is not restarted: it cannot start (a
+taken port, a database not migrated) and trying again would only hide that. One that has run
+is always restarted (it may fail to start again while the database is down: with backoff)."""
 RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 30.0
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 ACTIVE_REQUESTS_STAT = r"^http\.public\.downstream_rq_active$"
@@ -55,6 +57,20 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     is_gateway: bool = False
+    has_run: bool = False
+    """It once ran CRASH_LOOP_S or longer: it can start, so a later exit is worth a restart."""
+    quick_exits: int = 0
+    """Exits in a row within CRASH_LOOP_S of starting: the restart delay doubles with each."""
+
+    def restart_delay(self, now: float) -> float | None:
+        """Seconds to wait before starting it again after it exited, or None: give up."""
+        assert self.process is not None and self.process.returncode is not None
+        quick = now - self.started_at < CRASH_LOOP_S
+        if quick and not self.has_run and self.process.returncode != 0:
+            return None
+        self.quick_exits = self.quick_exits + 1 if quick else 0
+        backoff = 2.0 ** max(0, self.quick_exits - 1)
+        return min(MAX_RESTART_DELAY_S, RESTART_DELAY_S * backoff)
 
     def start(self) -> None:
         # Its own process group: Ctrl-C reaches the supervisor only, which stops children
@@ -69,7 +85,13 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
     def exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
+        if self.process is None:
+            return False
+        if self.process.poll() is not None:
+            return True
+        if time.monotonic() - self.started_at >= CRASH_LOOP_S:
+            self.has_run = True
+        return False
 
 
 @dataclass
@@ -128,11 +150,16 @@ class Supervisor:
             if not child.exited():
                 continue
             assert child.process is not None
-            stopped_cleanly = child.process.returncode == 0  # someone stopped it: a restart
-            if not stopped_cleanly and time.monotonic() - child.started_at < CRASH_LOOP_S:
+            delay = child.restart_delay(time.monotonic())
+            if delay is None:
                 return child
-            log.warning("%s exited with %s; restarting it", child.name, child.process.returncode)
-            if self.stopping.wait(RESTART_DELAY_S):
+            log.warning(
+                "%s exited with %s; restarting it in %g s",
+                child.name,
+                child.process.returncode,
+                delay,
+            )
+            if self.stopping.wait(delay):
                 return None  # asked to stop meanwhile: start nothing new
             child.start()
         return None
