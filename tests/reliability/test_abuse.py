@@ -6,16 +6,26 @@ leak timing and no key or body reaches a log. Figures go to var/reliability/abus
 from __future__ import annotations
 
 import json
+import secrets
 import socket
+import statistics
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from mplus.v1 import message_service_pb2_grpc
+from sqlalchemy import event
 
+from server.domain.keys import KEY_PREFIX, hash_key
+from server.gateway import RATE_LIMITED
+from server.storage.tables import api_keys
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import SQLITE_ONLY, Stack
-from tests.reliability.figures import record
+from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
+from tests.e2e.test_limits import add_messages_status, grpc_request
+from tests.reliability.figures import record, scaled
 
 stack = e2e.stack  # the e2e stack: in-process server and a real Envoy, per database
 
@@ -249,4 +259,149 @@ def test_a_chunked_body_growing_past_the_limit_is_413_or_cut_off(stack: Stack) -
         "answer": outcome(parse_http(answer)) if answer else "connection closed",
         "bytes_sent": sent,
         "limit_bytes": limit,
+    }
+
+
+def random_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(24)
+
+
+@SQLITE_ONLY
+def test_guessing_keys_at_speed_meets_the_global_bucket(stack: Stack) -> None:
+    """Every made-up key gets a fresh per-key bucket, so only the bucket all requests share
+    stops a guesser: past it every guess is 429 JSON, and no guess ever gets in."""
+    rate = 5.0
+    with extra_gateway(stack, rate_limit_per_key=100, rate_limit_global=rate) as limited:
+        url = f"http://127.0.0.1:{limited.http_port}/message"
+        statuses: list[int] = []
+        started = time.monotonic()
+        with httpx.Client(timeout=30) as client:
+            for _ in range(scaled(300, 5000)):
+                response = client.post(url, params={"key": random_key()}, content=batch())
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    assert response.json() == {"code": 8, "message": RATE_LIMITED, "details": []}
+                else:
+                    assert response.status_code == 401, response.text
+        elapsed = time.monotonic() - started
+        grpc_statuses = [
+            add_messages_status(f"127.0.0.1:{limited.http_port}", random_key()) for _ in range(20)
+        ]
+    let_through = statuses.count(401)
+    assert let_through <= rate + rate * elapsed + 1  # the burst, then the refill, no more
+    assert statuses.index(429) <= rate  # within one burst
+    assert grpc_statuses.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 20 - (rate + 1)
+    assert set(grpc_statuses) <= {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+    FIGURES["brute_force"] = {
+        "global_rate_per_s": rate,
+        "guesses": len(statuses),
+        "seconds": round(elapsed, 2),
+        "requests_until_first_429": statuses.index(429) + 1,
+        "checked_by_server_401": let_through,
+        "refused_by_envoy_429": statuses.count(429),
+        "accepted": statuses.count(200),
+        "native_grpc_guesses_refused": grpc_statuses.count(grpc.StatusCode.RESOURCE_EXHAUSTED),
+    }
+
+
+@SQLITE_ONLY
+def test_a_key_is_looked_up_only_by_its_sha256(stack: Stack) -> None:
+    """Why comparison cannot leak timing: the database never sees the presented key, only its
+    SHA-256, matched by equality on a unique index, so how many leading characters a guess
+    shares with a real key changes nothing the database compares. No raw key is stored."""
+    assert "key_hash" in api_keys.c and not {"key", "api_key", "secret"} & set(api_keys.c.keys())
+    assert api_keys.c.key_hash.unique
+    guesses = [stack.key[:-1] + ("A" if stack.key[-1] != "A" else "B"), random_key()]
+    parameters: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "api_keys" in statement:
+            values = params.values() if isinstance(params, dict) else params
+            parameters.extend(str(v) for v in values)
+
+    event.listen(stack.engine, "before_cursor_execute", capture)
+    try:
+        for key in [stack.key, *guesses]:
+            add_messages_status(stack.grpc_target, key)
+    finally:
+        event.remove(stack.engine, "before_cursor_execute", capture)
+    for key in [stack.key, *guesses]:
+        assert hash_key(key) in parameters
+        assert not any(key in p for p in parameters), "a raw key reached the database"
+
+
+@SQLITE_ONLY
+def test_a_guess_sharing_a_long_prefix_with_a_key_is_not_slower_than_a_random_one(
+    stack: Stack,
+) -> None:
+    """A measurement of the property above, direct to the server (no rate limit): medians of
+    interleaved calls, bounded loosely (a factor of 1.5) so that scheduling noise on a shared
+    machine cannot fail it; a byte-by-byte comparison would not show up at this scale either,
+    which is why the structural test above is the proof and this the figure."""
+    near = stack.key[:-1] + ("A" if stack.key[-1] != "A" else "B")
+    timings: dict[str, list[float]] = {"near": [], "random": []}
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = message_service_pb2_grpc.MessageServiceStub(channel)
+        for index in range(scaled(200, 5000)):
+            for kind, key in (("near", near), ("random", random_key()))[:: 1 - 2 * (index % 2)]:
+                started = time.perf_counter()
+                with pytest.raises(grpc.RpcError):
+                    stub.AddMessages(grpc_request(), metadata=[("x-api-key", key)], timeout=30)
+                timings[kind].append(time.perf_counter() - started)
+    near_ms = statistics.median(timings["near"]) * 1000
+    random_ms = statistics.median(timings["random"]) * 1000
+    assert 1 / 1.5 < near_ms / random_ms < 1.5, (near_ms, random_ms)
+    FIGURES["key_timing"] = {
+        "calls_each": len(timings["near"]),
+        "median_ms_key_sharing_all_but_last_char": round(near_ms, 3),
+        "median_ms_random_key": round(random_ms, 3),
+    }
+
+
+@SQLITE_ONLY
+def test_many_connections_past_the_cap_are_refused_and_the_gateway_serves_after(
+    stack: Stack,
+) -> None:
+    cap, opened = 20, 100
+    with extra_gateway(stack, max_connections=cap) as capped:
+        address = ("127.0.0.1", capped.http_port)
+        request = b"POST /message HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+        connections, answered, refused = [], 0, 0
+        try:
+            for _ in range(opened):
+                connection = socket.create_connection(address, timeout=5)
+                connections.append(connection)
+                try:
+                    connection.sendall(request)
+                    answer = connection.recv(1024)
+                except (ConnectionResetError, BrokenPipeError):
+                    answer = b""
+                if answer:
+                    assert answer.startswith(b"HTTP/1.1 401 "), answer  # no key: the server's
+                    answered += 1
+                else:
+                    refused += 1
+        finally:
+            for connection in connections:
+                connection.close()
+        assert answered == cap and refused == opened - cap
+
+        def served() -> bool:
+            response = httpx.post(
+                f"http://{capped.http_address}/message",
+                params={"key": stack.key, "isDryrun": "true"},
+                content=batch(),
+                timeout=5,
+            )
+            return response.status_code == 200
+
+        e2e.wait_until(served, "the gateway to serve once the connections closed", timeout=10)
+    FIGURES["connections"] = {
+        "cap": cap,
+        "opened": opened,
+        "answered": answered,
+        "refused": refused,
     }
