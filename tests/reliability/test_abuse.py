@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import select
 import socket
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -404,4 +406,89 @@ def test_many_connections_past_the_cap_are_refused_and_the_gateway_serves_after(
         "opened": opened,
         "answered": answered,
         "refused": refused,
+    }
+
+
+SLOW_CLIENTS = {"client_header_timeout_ms": 1000, "client_request_timeout_ms": 4000}
+"""Short, so that the test waits them out (the defaults are 10 s and 60 s), and apart, so
+that which one fired shows (Envoy arms the header timer once the request line has begun:
+measured: it fires some 1 s late)."""
+
+
+def trickle(port: int, request: bytes, pause: float, give_up: float) -> tuple[bytes, float]:
+    """Sends `request` one byte per `pause` until Envoy answers or closes; returns the answer
+    (b"" for a close) and how long that took. Gives up (AssertionError) after `give_up` s."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=give_up) as connection:
+        for byte in request:
+            try:
+                connection.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                return b"", time.monotonic() - started
+            readable, _, _ = select.select([connection], [], [], pause)
+            if readable:
+                answer = b""
+                try:
+                    while chunk := connection.recv(65536):
+                        answer += chunk
+                except ConnectionResetError:
+                    pass
+                return answer, time.monotonic() - started
+            assert time.monotonic() - started < give_up, "Envoy still waiting for the client"
+    raise AssertionError("the whole request went through unanswered")
+
+
+def stall(port: int, request: bytes) -> tuple[bytes, float]:
+    """Sends `request` (headers and part of the body) at once, then nothing: Envoy's answer."""
+    started = time.monotonic()
+    return raw_exchange(port, request, timeout=15), time.monotonic() - started
+
+
+@SQLITE_ONLY
+def test_slow_clients_are_cut_off_at_their_timeouts_while_others_are_served(
+    stack: Stack,
+) -> None:
+    """Slowloris (headers one byte at a time) is closed at MPLUS_CLIENT_HEADER_TIMEOUT_MS; a
+    body that stalls is 408 JSON at MPLUS_CLIENT_REQUEST_TIMEOUT_MS; neither holds up others."""
+    with extra_gateway(stack, **SLOW_CLIENTS) as slow:
+        body = batch()
+        head = b"POST /message?key=%s HTTP/1.1\r\nhost: x\r\n" % stack.key.encode()
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        head += b"x-padding: " + b"p" * 200 + b"\r\n\r\n"  # some 50 s at 0.2 s a byte
+        with ThreadPoolExecutor(8) as pool:
+            slowloris = [
+                pool.submit(trickle, slow.http_port, head, 0.2, give_up=10) for _ in range(6)
+            ]
+            stalled = [pool.submit(stall, slow.http_port, head + body[:10]) for _ in range(2)]
+            time.sleep(0.5)  # all slow clients connected
+            served = httpx.post(
+                f"http://{slow.http_address}/message",
+                params={"key": stack.key, "isDryrun": "true"},
+                content=body,
+                timeout=5,
+            )
+            assert served.status_code == 200, served.text
+            header_results = [f.result() for f in slowloris]
+            body_results = [f.result() for f in stalled]
+    for answer, took in header_results:
+        assert answer == b"" or parse_http(answer).status_code == 408, answer[:300]
+        assert took < 1.0 + 2.5  # the header timeout (late by ~1 s), not the request one (5 s)
+    for answer, took in body_results:
+        response = parse_http(answer)
+        assert response.status_code == 408, answer[:300]
+        assert assert_json_4xx(response)["code"] == 4
+        assert 4.0 - 0.5 < took < 4.0 + 2.0
+    FIGURES["slow_clients"] = {
+        "settings": SLOW_CLIENTS,
+        "slowloris_headers": {
+            "answer": sorted(
+                {outcome(parse_http(a)) if a else "closed" for a, _ in header_results}
+            ),
+            "seconds": sorted(round(t, 2) for _, t in header_results),
+        },
+        "stalled_body": {
+            "answer": sorted({outcome(parse_http(a)) for a, _ in body_results}),
+            "max_seconds": round(max(t for _, t in body_results), 2),
+        },
+        "other_client_meanwhile": served.status_code,
     }
