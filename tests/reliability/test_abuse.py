@@ -6,6 +6,7 @@ leak timing and no key or body reaches a log. Figures go to var/reliability/abus
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import select
 import socket
@@ -13,6 +14,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,11 +23,13 @@ import pytest
 from mplus.v1 import message_service_pb2_grpc
 from sqlalchemy import event
 
+from server.config import Settings
 from server.domain.keys import KEY_PREFIX, hash_key
 from server.gateway import RATE_LIMITED
 from server.storage.tables import api_keys
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
+from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway, wait_until
+from tests.e2e.operator import Up, make_cli, running_up, wait_until_serving
 from tests.e2e.test_limits import add_messages_status, grpc_request
 from tests.reliability.figures import record, scaled
 
@@ -491,4 +495,160 @@ def test_slow_clients_are_cut_off_at_their_timeouts_while_others_are_served(
             "max_seconds": round(max(t for _, t in body_results), 2),
         },
         "other_client_meanwhile": served.status_code,
+    }
+
+
+STARTED = re.compile(r"started (worker \d+|envoy)\b.*?\(pid (\d+)\)")
+
+
+def children(up: Up) -> dict[str, int]:
+    """`worker 1`, `envoy` → the pid `mplus up` started it with (the latest one)."""
+    return {name: int(pid) for name, pid in STARTED.findall(up.output())}
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` (VmRSS in /proc, as psutil would read it)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (kib,) = re.findall(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+    return int(kib) / 1024
+
+
+def native(target: str, key: str, *, field: bool = False, dry_run: bool = True) -> grpc.StatusCode:
+    """One native AddMessages call: the key as x-api-key metadata, or in the `key` field (as
+    internal callers on a server's own port may)."""
+    request = grpc_request()
+    request.is_dryrun = dry_run
+    metadata = [] if field else [("x-api-key", key)]
+    if field:
+        request.key = key
+    with grpc.insecure_channel(target) as channel:
+        stub = message_service_pb2_grpc.MessageServiceStub(channel)
+        try:
+            stub.AddMessages(request, metadata=metadata, timeout=30)
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+MEMORY_BOUND_MIB = 64
+"""Growth allowed over the measured requests, once warm: a leak of one 8 MiB request in ten
+would pass 100 MiB; what a warm process keeps (allocator arenas) stays well below."""
+
+
+def test_memory_stays_bounded_under_maximum_size_requests(tmp_path: Path) -> None:
+    """A separate `mplus up` (the in-process server would be pytest itself), default 8 MiB
+    limit: requests just under it that the server must read and refuse (a huge field), just
+    over it (Envoy's 413), and 1000 valid messages as dry runs; RSS of the server and of
+    Envoy before and after."""
+    cli = make_cli(tmp_path, None)
+    cli.env |= {"MPLUS_RATE_LIMIT_PER_KEY": "0", "MPLUS_RATE_LIMIT_GLOBAL": "0"}
+    cli.ok("db", "upgrade")
+    key = json.loads(cli.ok("accounts", "create", "memory", "--json"))["key"]
+    limit = Settings().max_request_bytes
+    under = json.dumps({"messages": [message(body="7" * (limit - 1024))]}).encode()
+    over = under + b" " * 2048
+    many = json.dumps({"messages": [message(body="b" * 1600)] * 1000}).encode()
+    kinds = [(under, 400), (over, 413), (many, 200), (under, 400)]
+    url = f"http://127.0.0.1:{cli.http_port}/message"
+
+    def send(index: int) -> int:
+        content, expected = kinds[index % len(kinds)]
+        response = httpx.post(
+            url, params={"key": key, "isDryrun": "true"}, content=content, timeout=60
+        )
+        assert response.status_code == expected, response.text[:300]
+        return len(content)
+
+    with running_up(cli) as up:
+        wait_until_serving(cli, up, key)
+        pids = children(up)
+        server, envoy = pids["worker 1"], pids["envoy"]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, range(40)))  # warm: each kind at its peak, four at once
+            before = {"server": rss_mib(server), "envoy": rss_mib(envoy)}
+            count = scaled(200, 2000)
+            started = time.monotonic()
+            sent = sum(pool.map(send, range(count // 2)))
+            middle = {"server": rss_mib(server), "envoy": rss_mib(envoy)}
+            sent += sum(pool.map(send, range(count // 2, count)))
+            elapsed = time.monotonic() - started
+        after = {"server": rss_mib(server), "envoy": rss_mib(envoy)}
+    growth = {name: after[name] - before[name] for name in after}
+    FIGURES["memory"] = {
+        "requests": count,
+        "mib_sent": round(sent / 2**20),
+        "seconds": round(elapsed, 1),
+        "rss_mib_before": {k: round(v, 1) for k, v in before.items()},
+        "rss_mib_halfway": {k: round(v, 1) for k, v in middle.items()},
+        "rss_mib_after": {k: round(v, 1) for k, v in after.items()},
+        "bound_mib": MEMORY_BOUND_MIB,
+    }
+    assert all(g < MEMORY_BOUND_MIB for g in growth.values()), FIGURES["memory"]
+
+
+@pytest.mark.postgres
+def test_a_revoked_key_is_refused_at_once_by_every_replica(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """No process caches keys: the request right after `mplus keys revoke` is 401 through
+    Envoy on both workers and UNAUTHENTICATED on each worker's own port; the account's other
+    key goes on working."""
+    cli = make_cli(tmp_path, postgres_url, workers=2)
+    cli.env |= {
+        "MPLUS_MAX_WORKERS": "4",
+        "MPLUS_METRICS_PORT": "0",
+        "MPLUS_RATE_LIMIT_PER_KEY": "0",
+        "MPLUS_RATE_LIMIT_GLOBAL": "0",
+    }
+    cli.ok("db", "upgrade")
+    key = json.loads(cli.ok("accounts", "create", "revoked", "--json"))["key"]
+    other = cli.ok("keys", "create", "revoked").strip().split()[-1]
+    workers = [f"127.0.0.1:{cli.grpc_port}", f"127.0.0.1:{cli.grpc_port + 1}"]
+    envoy = f"127.0.0.1:{cli.http_port}"
+    url = f"http://{envoy}/message"
+    admin = f"http://127.0.0.1:{cli.admin_port}"
+
+    def per_host(stat: str) -> dict[str, str]:
+        clusters = httpx.get(f"{admin}/clusters", timeout=5).text
+        return dict(re.findall(rf"^mplus_grpc::([\d.]+:\d+)::{stat}::(.*)$", clusters, re.M))
+
+    def json_status(_: int) -> int:
+        params = {"key": key, "isDryrun": "true"}
+        return httpx.post(url, params=params, content=batch(), timeout=10).status_code
+
+    with running_up(cli, "--workers", "2") as up:
+        wait_until_serving(cli, up, other)
+        wait_until(
+            lambda: (
+                set(per_host("health_flags").values()) == {"healthy"}
+                and len(per_host("health_flags")) == 2
+            ),
+            "Envoy's health checks to pass on both workers",
+        )
+        assert [native(w, key, field=True) for w in workers] == [grpc.StatusCode.OK] * 2
+        before = {h: int(v) for h, v in per_host("rq_total").items()}
+        cli.ok("keys", "revoke", key)
+        revoked_at = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(json_status, range(32)))
+        direct = [native(w, key, field=True) for w in workers]
+        through_envoy = native(envoy, key)
+        first_refusal_after = time.monotonic() - revoked_at
+        after = {h: int(v) for h, v in per_host("rq_total").items()}
+        still = [native(w, other, field=True) for w in workers]
+    reached = {h: after[h] - before.get(h, 0) for h in after}
+    assert statuses == [401] * 32
+    assert all(n > 0 for n in reached.values()) and len(reached) == 2, reached
+    assert direct == [grpc.StatusCode.UNAUTHENTICATED] * 2
+    assert through_envoy is grpc.StatusCode.UNAUTHENTICATED
+    assert still == [grpc.StatusCode.OK] * 2
+    FIGURES["revoked_key"] = {
+        "workers": 2,
+        "json_requests_after_revoke": len(statuses),
+        "json_401": statuses.count(401),
+        "requests_per_worker_through_envoy": sorted(reached.values()),
+        "direct_to_each_worker": [d.name for d in direct],
+        "native_through_envoy": through_envoy.name,
+        "accepted_after_revoke": 0,
+        "seconds_for_all_checks_after_revoke": round(first_refusal_after, 2),
     }
