@@ -652,3 +652,71 @@ def test_a_revoked_key_is_refused_at_once_by_every_replica(
         "accepted_after_revoke": 0,
         "seconds_for_all_checks_after_revoke": round(first_refusal_after, 2),
     }
+
+
+def test_no_key_body_or_number_reaches_any_log(tmp_path: Path) -> None:
+    """A full request mix through `mplus up` (server JSON lines, Envoy's access and application
+    logs, all in its output): success, dry run, invalid, malformed, too large, unknown, revoked
+    and rate-limited keys, JSON and native gRPC, through Envoy and direct. Every secret and
+    marker is unique to this run, so a hit cannot be a coincidence."""
+    cli = make_cli(tmp_path, None)
+    cli.env |= {"MPLUS_RATE_LIMIT_PER_KEY": "0.05", "MPLUS_RATE_LIMIT_BURST": "40"}
+    cli.ok("db", "upgrade")
+    cli.ok("senders", "add", "447700900777")
+    key = json.loads(cli.ok("accounts", "create", "logs", "--json"))["key"]
+    revoked = cli.ok("keys", "create", "logs").strip()
+    limited = cli.ok("keys", "create", "logs").strip()
+    cli.ok("keys", "revoke", revoked)
+    guessed = random_key()
+    marker = f"BODY-MARKER-{secrets.token_hex(8)}"
+    numbers = [f"4479{secrets.randbelow(10**8):08d}" for _ in range(4)]
+    secret_values = [key, revoked, limited, guessed, marker, *numbers]
+    url = f"http://127.0.0.1:{cli.http_port}/message"
+    envoy = f"127.0.0.1:{cli.http_port}"
+    statuses: list[int] = []
+
+    def post(params: dict[str, str], content: bytes, **kwargs: Any) -> None:
+        statuses.append(
+            httpx.post(url, params=params, content=content, timeout=30, **kwargs).status_code
+        )
+
+    with running_up(cli) as up:
+        wait_until_serving(cli, up, key)
+        post({"key": key}, batch(to=numbers[0], body=marker))  # 200, stored
+        post({"key": key, "isDryrun": "true"}, batch(to=numbers[1], body=marker))  # 200
+        post({}, batch(to=numbers[1], body=marker), headers={"x-api-key": key})  # 200
+        post({"key": key}, batch(to=numbers[2], body=marker, callback="ftp://" + marker))  # 400
+        post({"key": key}, json.dumps({"messages": [{"to": numbers[3], "body": marker}]}).encode())
+        post({"key": key}, b'{"messages": [{"body": "' + marker.encode() + b'", ')  # malformed
+        post({"key": key}, batch(body=marker + "x" * (9 * 1024 * 1024)))  # 413
+        post({"key": key, "foo": marker}, batch(body=marker))  # unknown parameter
+        post({"key": guessed}, batch(to=numbers[0], body=marker))  # 401
+        post({}, batch(body=marker), headers={"x-api-key": guessed})  # 401
+        post({"key": revoked}, batch(to=numbers[0], body=marker))  # 401
+        post({"key": key}, batch(), headers={"x-api-key": revoked})  # 401: two keys
+        post({"key": key + "%00"}, batch())  # 401
+        for _ in range(41):
+            post({"key": limited, "isDryrun": "true"}, batch(to=numbers[2], body=marker))
+        native_statuses = [
+            native(envoy, key),
+            native(envoy, guessed),
+            native(envoy, revoked),
+            native(f"127.0.0.1:{cli.grpc_port}", key, field=True),
+            native(f"127.0.0.1:{cli.grpc_port}", guessed, field=True),
+        ]
+    output = up.output()
+    assert {200, 400, 401, 413, 429} <= set(statuses), statuses
+    assert native_statuses.count(grpc.StatusCode.OK) == 2, native_statuses
+    assert output.count('"path":"/message"') >= len(statuses)  # the access log was written
+    assert output.count("server.api.observability") >= len(statuses) - statuses.count(429) - 2
+    leaked = [value for value in secret_values if value in output]
+    assert leaked == [], leaked
+    assert "Traceback" not in output
+    FIGURES["logs"] = {
+        "json_requests": len(statuses),
+        "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+        "native_calls": len(native_statuses),
+        "log_lines": output.count("\n"),
+        "secrets_searched": len(secret_values),
+        "secrets_found": 0,
+    }
