@@ -530,9 +530,11 @@ def native(target: str, key: str, *, field: bool = False, dry_run: bool = True) 
     return grpc.StatusCode.OK
 
 
-MEMORY_BOUND_MIB = 64
-"""Growth allowed over the measured requests, once warm: a leak of one 8 MiB request in ten
-would pass 100 MiB; what a warm process keeps (allocator arenas) stays well below."""
+MEMORY_BOUND_MIB = 192
+"""Growth allowed over the measured requests, once warm. Measured: Envoy flat after warm-up;
+the server +25 to +110 MiB over 200 requests and +48 MiB over 2000 (soak): glibc keeps freed
+8 MiB buffers in per-thread arenas (16 threads), so the high-water mark wanders. A leak of
+every fourth maximum-size request (200 MiB here) would still fail it."""
 
 
 def test_memory_stays_bounded_under_maximum_size_requests(tmp_path: Path) -> None:
