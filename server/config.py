@@ -69,6 +69,11 @@ class Settings:
     shutdown_grace_ms: int = 10_000
     """Then in-flight calls get this long to finish and commit."""
     max_connections: int = 1000
+    client_header_timeout_ms: int = 10_000
+    """A client has this long to send its request headers (slowloris): Envoy then closes."""
+    client_request_timeout_ms: int = 60_000
+    """A client has this long to send its whole request, body included: Envoy then answers 408
+    (a body that stalls meets Envoy's 30 s idle timeout first when this is longer)."""
     rate_limit_per_key: float = 50.0
     """Requests per second one API key may sustain through Envoy (0: no per-key limit)."""
     rate_limit_burst: int = 100
@@ -188,6 +193,17 @@ class Settings:
                 f"got {metrics_port} + {worker_index}"
             )
         tls_cert, tls_key = _tls_files(env)
+        header_timeout = integer(
+            "MPLUS_CLIENT_HEADER_TIMEOUT_MS", defaults.client_header_timeout_ms, 100, 3_600_000
+        )
+        request_timeout = integer(
+            "MPLUS_CLIENT_REQUEST_TIMEOUT_MS", defaults.client_request_timeout_ms, 100, 3_600_000
+        )
+        if header_timeout > request_timeout:
+            raise SystemExit(
+                "MPLUS_CLIENT_HEADER_TIMEOUT_MS must be at most MPLUS_CLIENT_REQUEST_TIMEOUT_MS "
+                f"(the headers are part of the request), got {header_timeout} > {request_timeout}"
+            )
         per_key = rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key)
         burst = integer("MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000)
         if burst < per_key / 20:
@@ -223,6 +239,8 @@ class Settings:
             max_connections=integer(
                 "MPLUS_MAX_CONNECTIONS", defaults.max_connections, 1, 1_000_000
             ),
+            client_header_timeout_ms=header_timeout,
+            client_request_timeout_ms=request_timeout,
             rate_limit_per_key=per_key,
             rate_limit_burst=burst,
             rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),

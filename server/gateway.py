@@ -272,6 +272,8 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         rate_limit=rate_limit(settings),
         transport_socket=transport_socket(settings),
         max_connections=settings.max_connections,
+        client_header_timeout=f"{settings.client_header_timeout_ms / 1000:g}s",
+        client_request_timeout=f"{settings.client_request_timeout_ms / 1000:g}s",
     )
 
 

@@ -21,6 +21,10 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (settings.rate_limit_per_key, settings.rate_limit_burst) == (50, 100)
     assert (settings.rate_limit_global, settings.max_connections) == (1000, 1000)
     assert settings.tls_cert is None and settings.tls_key is None
+    assert (settings.client_header_timeout_ms, settings.client_request_timeout_ms) == (
+        10_000,
+        60_000,
+    )
     assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
         "var/mplus.db"
     )
@@ -85,6 +89,9 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_RATE_LIMIT_GLOBAL", "nan", "must be 0 (off) or between"),
         ("MPLUS_RATE_LIMIT_BURST", "0", "between 1 and 1000000"),
         ("MPLUS_MAX_CONNECTIONS", "0", "between 1 and 1000000"),
+        ("MPLUS_CLIENT_HEADER_TIMEOUT_MS", "99", "between 100 and 3600000"),
+        ("MPLUS_CLIENT_REQUEST_TIMEOUT_MS", "1m", "must be an integer"),
+        ("MPLUS_CLIENT_HEADER_TIMEOUT_MS", "70000", "at most MPLUS_CLIENT_REQUEST_TIMEOUT_MS"),
         ("MPLUS_TLS_CERT", "/nonexistent/tls.crt", "MPLUS_TLS_KEY must be set too"),
         ("MPLUS_TLS_KEY", "/nonexistent/tls.key", "MPLUS_TLS_CERT must be set too"),
         ("MPLUS_DB_POOL_SIZE", "0", "between 1 and 1024"),
