@@ -50,7 +50,8 @@ test: lint typecheck check-generated validate-envoy  ## everything CI runs
 	$(BIN)/pytest
 
 soak: install  ## the long fault, fuzz and abuse runs (bounded), then docs/reliability.md
-	MPLUS_SOAK=1 timeout 2400 $(BIN)/pytest -p no:cacheprovider tests/reliability tests/e2e/test_replicas.py
+	MPLUS_SOAK=1 timeout 2400 $(BIN)/pytest -p no:cacheprovider tests/reliability tests/e2e/test_replicas.py \
+		tests/unit/test_properties.py
 	$(BIN)/python -m tests.reliability.report > docs/reliability.md
 
 bench: install

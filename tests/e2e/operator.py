@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +153,41 @@ def wait_until_serving(cli: Cli, up: Up, key: str) -> dict[str, Any]:
     wait_until(accepted, "POST /message to return 200 through `mplus up`", timeout=30)
     body: dict[str, Any] = answered[-1].json()
     return body
+
+
+def envoy_host_stats(cli: Cli, stat: str) -> dict[str, str]:
+    """Envoy's view of each upstream of `mplus up`: `127.0.0.1:PORT` → the value of `stat`."""
+    clusters = httpx.get(f"http://127.0.0.1:{cli.admin_port}/clusters", timeout=5).text
+    pattern = re.compile(rf"^mplus_grpc::([\d.]+:\d+)::{stat}::(.*)$", re.MULTILINE)
+    return dict(pattern.findall(clusters))
+
+
+def balanced_over_workers(cli: Cli, key: str, workers: int = 2) -> bool:
+    """Envoy balances over every worker: its health checks pass on all, and 32 dry runs from
+    8 threads reach each at least 32 / (2 x workers) times. Neither alone is proof: just after
+    a start Envoy is in panic mode and spreads requests over workers that failed their first
+    check; then, for a few seconds after /clusters shows all healthy, it may still send nearly
+    all concurrent traffic to one."""
+
+    def healthy() -> bool:
+        flags = envoy_host_stats(cli, "health_flags")
+        return len(flags) == workers and set(flags.values()) == {"healthy"}
+
+    def dry_run(_: int) -> int:
+        return httpx.post(
+            f"http://127.0.0.1:{cli.http_port}/message",
+            params={"key": key, "dryRun": "true"},
+            json=SPEC_SINGLE_MESSAGE,
+            timeout=5,
+        ).status_code
+
+    if not healthy():
+        return False
+    before = envoy_host_stats(cli, "rq_total")
+    with ThreadPoolExecutor(8) as pool:
+        if set(pool.map(dry_run, range(32))) != {200}:
+            return False  # a worker still starting
+    after = envoy_host_stats(cli, "rq_total")
+    share = 32 // (2 * workers)
+    balanced = all(int(after[h]) - int(before.get(h, 0)) >= share for h in after)
+    return len(after) == workers and balanced and healthy()

@@ -30,7 +30,14 @@ from server.config import Settings
 from server.storage.database import create_database_engine
 from server.storage.tables import queued_messages, sender_pins
 from tests.e2e.conftest import wait_until
-from tests.e2e.operator import Cli, Up, make_cli, running_up
+from tests.e2e.operator import (
+    Cli,
+    Up,
+    balanced_over_workers,
+    envoy_host_stats,
+    make_cli,
+    running_up,
+)
 from tests.reliability.figures import record
 
 pytestmark = pytest.mark.postgres
@@ -66,39 +73,10 @@ class Replicas:
         return pids
 
     def host_stats(self, stat: str) -> dict[str, str]:
-        """Envoy's view of each upstream: `127.0.0.1:PORT` → the value of `stat`."""
-        clusters = httpx.get(f"{self.admin}/clusters", timeout=5).text
-        pattern = re.compile(rf"^mplus_grpc::([\d.]+:\d+)::{stat}::(.*)$", re.MULTILINE)
-        return dict(pattern.findall(clusters))
+        return envoy_host_stats(self.cli, stat)
 
     def both_serve(self) -> bool:
-        """Envoy balances over both workers: its health checks pass on both, and 32 dry runs
-        from 8 threads reach each worker at least 8 times. Traffic alone proves nothing: while
-        no worker has passed a health check yet (just after a start), Envoy is in panic mode
-        and spreads requests over both anyway; once one passes, it alone gets everything until
-        the other passes too."""
-        if not self.both_healthy():
-            return False
-
-        def dry_run(_: int) -> int:
-            return httpx.post(
-                f"http://127.0.0.1:{self.cli.http_port}/message",
-                params={"key": self.key, "dryRun": "true"},
-                json={"messages": [shared(DESTINATIONS[0])]},
-                timeout=5,
-            ).status_code
-
-        before = self.host_stats("rq_total")
-        with ThreadPoolExecutor(8) as pool:
-            if set(pool.map(dry_run, range(32))) != {200}:
-                return False  # a worker still starting
-        after = self.host_stats("rq_total")
-        balanced = all(int(after[h]) - int(before.get(h, 0)) >= 8 for h in after)
-        return len(after) == 2 and balanced and self.both_healthy()
-
-    def both_healthy(self) -> bool:
-        flags = self.host_stats("health_flags")
-        return len(flags) == 2 and set(flags.values()) == {"healthy"}
+        return balanced_over_workers(self.cli, self.key)
 
     def stored(self) -> list[Any]:
         with self.engine.connect() as connection:

@@ -29,7 +29,14 @@ from server.gateway import RATE_LIMITED
 from server.storage.tables import api_keys
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway, wait_until
-from tests.e2e.operator import Up, make_cli, running_up, wait_until_serving
+from tests.e2e.operator import (
+    Up,
+    balanced_over_workers,
+    envoy_host_stats,
+    make_cli,
+    running_up,
+    wait_until_serving,
+)
 from tests.e2e.test_limits import add_messages_status, grpc_request
 from tests.reliability.figures import record, scaled
 
@@ -608,11 +615,9 @@ def test_a_revoked_key_is_refused_at_once_by_every_replica(
     workers = [f"127.0.0.1:{cli.grpc_port}", f"127.0.0.1:{cli.grpc_port + 1}"]
     envoy = f"127.0.0.1:{cli.http_port}"
     url = f"http://{envoy}/message"
-    admin = f"http://127.0.0.1:{cli.admin_port}"
 
     def per_host(stat: str) -> dict[str, str]:
-        clusters = httpx.get(f"{admin}/clusters", timeout=5).text
-        return dict(re.findall(rf"^mplus_grpc::([\d.]+:\d+)::{stat}::(.*)$", clusters, re.M))
+        return envoy_host_stats(cli, stat)
 
     def json_status(_: int) -> int:
         params = {"key": key, "isDryrun": "true"}
@@ -620,13 +625,7 @@ def test_a_revoked_key_is_refused_at_once_by_every_replica(
 
     with running_up(cli, "--workers", "2") as up:
         wait_until_serving(cli, up, other)
-        wait_until(
-            lambda: (
-                set(per_host("health_flags").values()) == {"healthy"}
-                and len(per_host("health_flags")) == 2
-            ),
-            "Envoy's health checks to pass on both workers",
-        )
+        wait_until(lambda: balanced_over_workers(cli, other), "Envoy to balance over both")
         assert [native(w, key, field=True) for w in workers] == [grpc.StatusCode.OK] * 2
         before = {h: int(v) for h, v in per_host("rq_total").items()}
         cli.ok("keys", "revoke", key)

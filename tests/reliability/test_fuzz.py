@@ -12,7 +12,6 @@ import http.client
 import json
 import logging
 import random
-import re
 import threading
 import time
 import uuid
@@ -62,7 +61,6 @@ HEADER_CASES = scaled(1_500, 15_000)
 GRPC_CASES = scaled(1_200, 12_000)
 """Split evenly between the gRPC port itself and Envoy's port."""
 METHOD = "/mplus.v1.MessageService/AddMessages"
-MARKER = re.compile(r"fzc(\d+)m\d+")
 MAX_BODY = 1_100_000
 """Just past the stack's 1 MiB request limit: a few 413s, no time spent on bigger bodies."""
 IN_A_DAY = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -633,17 +631,12 @@ def grpc_cases(key: str, first: int, count: int, rng: random.Random) -> Iterator
 # ------------------------------------------------------------------------------- the run
 
 
-def stored_markers(stack: Stack) -> tuple[set[str], Counter[int]]:
-    """Every stored message uuid, and how many stored messages each case has."""
+def stored_uuids(stack: Stack) -> set[str]:
+    """Every stored message uuid. Attribution is by uuid, not by the marker in a body: a
+    mutation that drops a digit of `fzc541790m3` turns it into case 54179's marker."""
     with stack.engine.connect() as connection:
-        rows = connection.execute(select(queued_messages.c.message_uuid, queued_messages.c.body))
-        uuids: set[str] = set()
-        per_case: Counter[int] = Counter()
-        for message_uuid, body in rows:
-            uuids.add(message_uuid)
-            match = MARKER.search(body)
-            per_case[int(match.group(1)) if match else -1] += 1
-    return uuids, per_case
+        rows = connection.execute(select(queued_messages.c.message_uuid))
+        return {message_uuid for (message_uuid,) in rows}
 
 
 def test_no_input_gets_a_5xx_a_stray_shape_or_a_stored_message_from_a_refusal(
@@ -729,11 +722,10 @@ def test_no_input_gets_a_5xx_a_stray_shape_or_a_stored_message_from_a_refusal(
     assert not errors, errors[:5]
 
     # Nothing from a refusal is stored, and every 200 not a dry run is stored in full.
-    uuids, per_case = stored_markers(stack)
+    uuids = stored_uuids(stack)
     answered = {u for o in outcomes for u in o.message_uuids}
-    ok_cases = {o.case for o in outcomes if o.message_uuids}
+    # every stored message was answered in a 200: a refused request stored nothing
     assert uuids - answered == {alive.json()["messages"][0]["messageUuid"]}
-    assert set(per_case) - ok_cases == {-1}, "a case stored messages without a 200"
     for outcome in outcomes:
         listed = set(outcome.message_uuids)
         if outcome.surely_stored:
