@@ -18,7 +18,7 @@ import httpx
 from mplus.v1 import message_pb2, message_service_pb2
 
 from bench import h2load
-from bench.stack import Target, mplus_stack, noop_stack, stored_messages
+from bench.stack import Target, cpu_seconds, mplus_stack, noop_stack, stored_messages
 
 RESULTS = Path(__file__).parent / "results"
 GRPC_PATH = "/mplus.v1.MessageService/AddMessages"
@@ -94,31 +94,67 @@ def check_once(target: Target, case: Case, body: bytes) -> None:
         raise h2load.LoadFailed(f"{target.name} {case.name}: {accepted} messages accepted")
 
 
-def measure(tool: str, target: Target, case: Case, body: Path, seconds: float) -> h2load.Sample:
+@dataclass(frozen=True)
+class Run:
+    """One measured h2load run, with the CPU the server (and Envoy, over JSON) spent in it."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s_per_1000: float
+    envoy_cpu_s_per_1000: float | None
+
+
+WARM_UP_S = 1.0
+"""A discarded h2load run before each measured one: fresh connections, warm caches."""
+
+
+def measure(tool: str, target: Target, case: Case, body: Path, seconds: float) -> Run:
     if case.transport == "grpc":
         url = f"http://{target.grpc_target}{GRPC_PATH}"
         headers = {"content-type": "application/grpc", "te": "trailers", "x-api-key": target.key}
     else:
         url = f"http://127.0.0.1:{target.http_port}/message?key={target.key}"
         headers = {"content-type": "application/json"}
-    return h2load.run(tool, url, body, headers, case.clients, seconds)
+    h2load.run(tool, url, body, headers, case.clients, WARM_UP_S)
+    server_before, envoy_before = cpu_seconds(target.server_pid), cpu_seconds(target.envoy_pid)
+    sample = h2load.run(tool, url, body, headers, case.clients, seconds)
+    server_cpu = cpu_seconds(target.server_pid) - server_before
+    envoy_cpu = cpu_seconds(target.envoy_pid) - envoy_before
+    thousands = sample.succeeded * case.messages / 1000
+    return Run(
+        sample.requests_per_s,
+        sample.p50_ms,
+        sample.p99_ms,
+        server_cpu / thousands,
+        envoy_cpu / thousands if case.transport == "json" else None,
+    )
 
 
-def median_of(samples: list[h2load.Sample], messages: int) -> dict[str, float]:
-    requests_per_s = statistics.median(s.requests_per_s for s in samples)
+def median_rate(runs: list[Run]) -> float:
+    """Median requests/s."""
+    return statistics.median(r.requests_per_s for r in runs)
+
+
+def median_of(runs: list[Run], messages: int) -> dict[str, float | None]:
+    requests_per_s = median_rate(runs)
+    envoy = [r.envoy_cpu_s_per_1000 for r in runs if r.envoy_cpu_s_per_1000 is not None]
     return {
         "requests_per_s": requests_per_s,
         "messages_per_s": requests_per_s * messages,
-        "p50_ms": statistics.median(s.p50_ms for s in samples),
-        "p99_ms": statistics.median(s.p99_ms for s in samples),
+        "p50_ms": statistics.median(r.p50_ms for r in runs),
+        "p99_ms": statistics.median(r.p99_ms for r in runs),
+        "server_cpu_s_per_1000": statistics.median(r.server_cpu_s_per_1000 for r in runs),
+        "envoy_cpu_s_per_1000": statistics.median(envoy) if envoy else None,
     }
 
 
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| case | mplus req/s | mplus msg/s | p50 ms | p99 ms | no-op req/s | no-op p50 ms "
-        "| mplus / no-op | JSON / gRPC (mplus) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mplus / no-op | JSON / gRPC (mplus) | server CPU s / 1000 msg (no-op) "
+        "| Envoy CPU s / 1000 msg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         mplus, noop = row["mplus"], row["no-op"]
@@ -128,9 +164,15 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {row['case']} | {mplus['requests_per_s']:,.0f} | {mplus['messages_per_s']:,.0f} "
             f"| {mplus['p50_ms']:.2f} | {mplus['p99_ms']:.2f} | {noop['requests_per_s']:,.0f} "
             f"| {noop['p50_ms']:.2f} | {row['ratio_to_noop']:.2f} "
-            f"| {'' if json_vs_grpc is None else f'{json_vs_grpc:.2f}'} |"
+            f"| {'' if json_vs_grpc is None else f'{json_vs_grpc:.2f}'} "
+            f"| {mplus['server_cpu_s_per_1000']:.3f} ({noop['server_cpu_s_per_1000']:.3f}) "
+            f"| {_optional(mplus['envoy_cpu_s_per_1000'])} |"
         )
     return "\n".join(lines)
+
+
+def _optional(seconds: object) -> str:
+    return "" if seconds is None else f"{seconds:.3f}"
 
 
 def main() -> None:
@@ -140,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     tool = h2load.ensure_installed()
     started = datetime.now(UTC)
-    samples: dict[tuple[str, Case], list[h2load.Sample]] = {}
+    samples: dict[tuple[str, Case], list[Run]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch)
         database_url = f"sqlite:///{state / 'mplus' / 'mplus.db'}"
@@ -175,14 +217,17 @@ def main() -> None:
             **asdict(case),
             "mplus": mplus,
             "no-op": noop_figures,
-            "ratio_to_noop": mplus["requests_per_s"] / noop_figures["requests_per_s"],
+            "ratio_to_noop": (
+                median_rate(samples[("mplus", case)]) / median_rate(samples[("no-op", case)])
+            ),
             "mplus_runs": [asdict(s) for s in samples[("mplus", case)]],
             "noop_runs": [asdict(s) for s in samples[("no-op", case)]],
         }
         same_over_grpc = Case("grpc", case.messages, case.clients)
         if case.transport == "json" and ("mplus", same_over_grpc) in samples:
-            grpc_figures = median_of(samples[("mplus", same_over_grpc)], case.messages)
-            row["json_vs_grpc"] = mplus["requests_per_s"] / grpc_figures["requests_per_s"]
+            row["json_vs_grpc"] = median_rate(samples[("mplus", case)]) / median_rate(
+                samples[("mplus", same_over_grpc)]
+            )
         rows.append(row)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started:%Y-%m-%dT%H%M%SZ}.json"

@@ -55,9 +55,8 @@ def run(
     headers: dict[str, str],
     clients: int,
     seconds: float,
-    warm_up_s: float = 1.0,
 ) -> Sample:
-    """`clients` connections, one request in flight on each, for `seconds` after a warm-up.
+    """`clients` connections, one request in flight on each, for `seconds`.
 
     h2load prints min/mean/max of request time, not percentiles: p50/p99 come from its
     per-request log. Every request must succeed with a 2xx; a gRPC error also arrives as
@@ -76,9 +75,7 @@ def run(
             "--max-concurrent-streams",
             "1",
             "--duration",
-            f"{seconds:g}",
-            "--warm-up-time",
-            f"{warm_up_s:g}",
+            f"{round(seconds * 1000)}ms",  # h2load takes whole numbers with a unit
             "--log-file",
             str(log),
         ]

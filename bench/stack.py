@@ -34,6 +34,8 @@ class Target:
     grpc_port: int
     http_port: int
     key: str
+    server_pid: int
+    envoy_pid: int
 
     @property
     def grpc_target(self) -> str:
@@ -63,7 +65,7 @@ def _with_envoy(
         )
         envoy = start_envoy(settings, state / "envoy.log")
         cleanup.callback(stop_process, envoy)
-        yield Target(name, grpc_port, settings.http_port, key)
+        yield Target(name, grpc_port, settings.http_port, key, server.pid, envoy.pid)
 
 
 def _environment(state: Path, grpc_port: int, database_url: str) -> dict[str, str]:
@@ -101,6 +103,15 @@ def mplus_stack(state: Path, database_url: str) -> Iterator[Target]:
     server = _serve([sys.executable, "-m", "server.cli", "serve"], env, state / "server.log")
     with _with_envoy("mplus", server, port, key, state) as target:
         yield target
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a running process has used (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
 def stored_messages(database_url: str) -> int:
