@@ -18,6 +18,7 @@ import httpx
 from mplus.v1 import message_pb2, message_service_pb2
 
 from bench import h2load
+from bench.driver import sqlite_rows_per_s
 from bench.stack import Target, cpu_seconds, mplus_stack, noop_stack, stored_messages
 
 RESULTS = Path(__file__).parent / "results"
@@ -186,6 +187,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch)
         database_url = f"sqlite:///{state / 'mplus' / 'mplus.db'}"
+        driver_runs: list[float] = []
+        for repeat in range(args.repeats):
+            driver_runs.append(sqlite_rows_per_s(state / f"driver-{repeat}", args.seconds))
+            print(f"sqlite3 executemany     run {repeat + 1}: {driver_runs[-1]:9.0f} rows/s")
         with noop_stack(state / "noop") as noop, mplus_stack(state / "mplus", database_url) as real:
             for case in CASES:
                 raw = (
@@ -229,6 +234,19 @@ def main() -> None:
                 samples[("mplus", same_over_grpc)]
             )
         rows.append(row)
+    driver = statistics.median(driver_runs)
+    bulk = Case("grpc", 1000, 8)
+    noop_bulk = median_rate(samples[("no-op", bulk)]) * bulk.messages
+    combined = 1 / (1 / noop_bulk + 1 / driver)
+    mplus_bulk = median_rate(samples[("mplus", bulk)]) * bulk.messages
+    ceilings = {
+        "driver_rows_per_s": driver,
+        "driver_runs": driver_runs,
+        "combined_msgs_per_s": combined,
+        "case": bulk.name,
+        "mplus_msgs_per_s": mplus_bulk,
+        "ratio_to_combined": mplus_bulk / combined,
+    }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started:%Y-%m-%dT%H%M%SZ}.json"
     report = {
@@ -238,9 +256,16 @@ def main() -> None:
         "repeats": args.repeats,
         "stored_messages": stored,
         "cases": rows,
+        "combined_ceiling": ceilings,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{table(rows)}\n\nmessages stored by mplus in this run: {stored:,}; wrote {path}")
+    print(
+        f"\n{table(rows)}\n\n"
+        f"bare driver (sqlite3 executemany, 1000-row transactions, WAL, synchronous=FULL): "
+        f"{driver:,.0f} rows/s; combined ceiling 1 / (1/no-op + 1/driver) for {bulk.name}: "
+        f"{combined:,.0f} msg/s; mplus {mplus_bulk:,.0f} msg/s = {mplus_bulk / combined:.2f} "
+        f"of it\nmessages stored by mplus in this run: {stored:,}; wrote {path}"
+    )
 
 
 if __name__ == "__main__":
