@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.config import DatabaseTimeouts
+from server.storage.errors import DeadlineExceeded
 
 POSTGRES_CONNECT_TIMEOUT_S = 5
 DEFAULT_TIMEOUTS = DatabaseTimeouts()
-STATEMENT_TIMEOUT_OPTION = "mplus_statement_timeout_ms"
-"""An engine execution option: the statement bound a unit of work may shorten for a caller's
-deadline, never lengthen. Absent on SQLite, which has no statement timeout."""
+DEADLINE_OPTION = "mplus_deadline"
+"""A connection execution option set by a unit of work: the caller's deadline, a
+time.monotonic() value, which PostgreSQL statements are bounded by (see below)."""
 
 
 def create_database_engine(
@@ -35,7 +38,7 @@ def create_database_engine(
             f"-c lock_timeout={timeouts.lock_ms} "
             f"-c idle_in_transaction_session_timeout={timeouts.idle_in_transaction_ms}"
         )
-        return create_engine(
+        engine = create_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=0,
@@ -43,9 +46,29 @@ def create_database_engine(
             pool_pre_ping=True,
             hide_parameters=True,  # message bodies and numbers stay out of error logs
             connect_args={"options": options, "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
-            execution_options={STATEMENT_TIMEOUT_OPTION: timeouts.statement_ms},
         )
+        _bound_statements_by_deadline(engine, timeouts.statement_ms)
+        return engine
     raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+
+
+def _bound_statements_by_deadline(engine: Engine, statement_ms: int) -> None:
+    """Before each statement of a connection given a deadline (DEADLINE_OPTION), shortens
+    statement_timeout to the time then left, never lengthens it. statement_timeout counts
+    from each statement's own start, so it is set again every time: set once, a statement
+    that starts later (a busy machine) would wait past the deadline, and might still commit."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _bound(connection: Any, cursor: Any, *_: Any) -> None:
+        deadline = connection.get_execution_options().get(DEADLINE_OPTION)
+        if deadline is None:
+            return
+        # Rounded up: cancelled no sooner than the deadline, when the caller has gone.
+        remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            raise DeadlineExceeded("the caller's deadline passed during the transaction")
+        if remaining_ms < statement_ms:
+            cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
 
 
 def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engine:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
-from sqlalchemy import Connection, Engine, RootTransaction, event
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from server.storage.database import STATEMENT_TIMEOUT_OPTION
+from server.storage.database import DEADLINE_OPTION
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
     AccountRepository,
@@ -69,30 +67,15 @@ class UnitOfWork:
         """No statement of this transaction outlives `deadline`, a time.monotonic() value (the
         caller's gRPC deadline): past it the caller has gone, and waiting on only holds a
         connection and locks. PostgreSQL only; SQLite's one bound is its busy timeout. The
-        service checks the deadline again before it commits.
-
-        statement_timeout counts from each statement's own start, so it is set again before
-        every statement to the time then left: set once, a statement that starts later (a busy
-        machine) would wait on past the deadline, and might still commit."""
+        service checks the deadline again before it commits."""
         assert self._connection is not None, "finish_by outside of `with`"
         if deadline is None:
             return
         self._deadline = deadline
         if deadline <= time.monotonic():
             raise DeadlineExceeded("the caller's deadline passed before the database was asked")
-        bound = self._connection.get_execution_options().get(STATEMENT_TIMEOUT_OPTION)
-        if bound is None:
-            return
-
-        def bound_by_deadline(_connection: Connection, cursor: Any, *_: Any) -> None:
-            # Rounded up: cancelled no sooner than the deadline, when the caller has gone.
-            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                raise DeadlineExceeded("the caller's deadline passed during the transaction")
-            if remaining_ms < bound:
-                cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
-
-        event.listen(self._connection, "before_cursor_execute", bound_by_deadline)
+        # The engine's statement hook (database._bound_statements_by_deadline) reads it.
+        self._connection.execution_options(**{DEADLINE_OPTION: deadline})
 
     def commit(self) -> None:
         assert self._transaction is not None, "commit outside of `with`"
