@@ -62,8 +62,8 @@ class Settings:
     """A call without a deadline of its own (JSON) is given this one; Envoy waits 5 s longer."""
     max_request_bytes: int = 8 * 1024 * 1024
     workers: int = 1
-    upstreams: tuple[str, ...] = ()
-    """Envoy's gRPC endpoints as host:port; empty = `workers` ports on grpc_host from grpc_port."""
+    upstreams: tuple[tuple[str, int], ...] = ()
+    """Envoy's gRPC endpoints (host, port); empty = `workers` ports on grpc_host from grpc_port."""
     shutdown_drain_ms: int = 3000
     """NOT_SERVING this long before refusing calls, so Envoy's health checks stop routing here."""
     shutdown_grace_ms: int = 10_000
@@ -112,7 +112,7 @@ class Settings:
     def upstream_endpoints(self) -> tuple[tuple[str, int], ...]:
         """The gRPC servers Envoy balances over: MPLUS_UPSTREAMS, or the local workers."""
         if self.upstreams:
-            return tuple(_split_host_port(u) for u in self.upstreams)
+            return self.upstreams
         return tuple((self.grpc_host, self.worker_port(i)) for i in range(self.workers))
 
     @classmethod
@@ -159,18 +159,19 @@ class Settings:
                 ) from None
             return raw
 
-        def endpoints(name: str) -> tuple[str, ...]:
+        def endpoints(name: str) -> tuple[tuple[str, int], ...]:
             raw = env.get(name) or ""
-            listed = tuple(part.strip() for part in raw.split(",") if part.strip())
+            listed = [part.strip() for part in raw.split(",") if part.strip()]
+            parsed = []
             for endpoint in listed:
                 try:
-                    _split_host_port(endpoint)
+                    parsed.append(_split_host_port(endpoint))
                 except ValueError:
                     raise SystemExit(
                         f"{name} must list IP:port endpoints separated by commas "
                         f"(e.g. 10.0.0.5:50051,[fd00::6]:50051), got {endpoint!r}"
                     ) from None
-            return listed
+            return tuple(parsed)
 
         def milliseconds(name: str, default: int) -> int:
             """At least 1: a zero would switch PostgreSQL's bound off, and no bound is the bug."""
