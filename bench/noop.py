@@ -4,13 +4,12 @@ nothing, on create_server's settings. `python -m bench.noop` serves it on MPLUS_
 from __future__ import annotations
 
 import uuid
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mplus.v1 import message_pb2, message_service_pb2
 
-from server.api.server import bound_the_allocator
+from server.api.server import bound_the_allocator, grpc_server
 from server.api.servicer import SERVICE_NAME
 from server.config import Settings
 
@@ -37,17 +36,8 @@ def add_messages(request: bytes, _context: grpc.ServicerContext) -> bytes:
 
 
 def create_noop_server(settings: Settings) -> tuple[grpc.Server, int]:
-    """create_server's executor, concurrency bound and options (kept in step by hand: that
-    factory registers the real servicer), with health so Envoy routes to it."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        options=[
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.max_send_message_length", settings.max_request_bytes * 2),
-        ],
-    )
+    """On mplus's own server settings (`grpc_server`), with health so Envoy routes to it."""
+    server = grpc_server(settings)
     handler = grpc.unary_unary_rpc_method_handler(
         add_messages, request_deserializer=None, response_serializer=None
     )

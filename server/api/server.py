@@ -70,6 +70,20 @@ class GrpcServer:
             self.metrics_listener.stop()
 
 
+def grpc_server(settings: Settings) -> grpc.Server:
+    """An empty gRPC server with mplus's threads, concurrency bound and message limits (the
+    benchmark's no-op ceiling is built on it too, so both run on the same settings)."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[
+            ("grpc.so_reuseport", 0),  # a port already taken must fail, not be shared
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.max_send_message_length", settings.max_request_bytes * 2),
+        ],
+    )
+
+
 def create_server(
     add_messages: AddMessages,
     address: str,
@@ -82,15 +96,7 @@ def create_server(
     `database_answers`, health follows it every settings.db_health_interval_ms (0: never)."""
     if metrics is None:
         metrics = Metrics()
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        options=[
-            ("grpc.so_reuseport", 0),  # a port already taken must fail, not be shared
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.max_send_message_length", settings.max_request_bytes * 2),
-        ],
-    )
+    server = grpc_server(settings)
     MessageServicer(add_messages, Telemetry(metrics), settings.request_timeout_ms / 1000).register(
         server
     )
