@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -191,3 +192,12 @@ def balanced_over_workers(cli: Cli, key: str, workers: int = 2) -> bool:
     share = 32 // (2 * workers)
     balanced = all(int(after[h]) - int(before.get(h, 0)) >= share for h in after)
     return len(after) == workers and balanced and healthy()
+
+
+def closed(port: int) -> bool:
+    """Nothing accepts a connection on the loopback `port` (any more)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except OSError:
+        return True

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import uuid
 from functools import partial
@@ -21,7 +20,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
-from tests.e2e.operator import MPLUS, Cli, Up, make_cli, post, running_up, wait_until_serving
+from tests.e2e.operator import (
+    MPLUS,
+    Cli,
+    Up,
+    closed,
+    make_cli,
+    post,
+    running_up,
+    wait_until_serving,
+)
 
 KEY = re.compile(r"mp_[A-Za-z0-9_-]{29,}")
 
@@ -215,18 +223,6 @@ def test_gateway_validate_reports_the_configuration_ok(tmp_path: Path) -> None:
 
 
 # --- up ---------------------------------------------------------------------------------------
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def closed(port: int) -> bool:
-    return not accepts_connections(port)
 
 
 def group_is_gone(pgid: int) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server.api.server import create_server
 from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack, wait_until
-from tests.e2e.operator import MPLUS, make_cli
+from tests.e2e.operator import MPLUS, closed, make_cli
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -46,14 +45,6 @@ def health(target: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
 
 
-def refuses_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
-
-
 @SQLITE_ONLY
 def test_a_call_in_flight_when_the_server_stops_finishes_and_commits(stack: Stack) -> None:
     held = HeldAddMessages(stack.unit_of_work, stack.settings.limits)
@@ -70,7 +61,7 @@ def test_a_call_in_flight_when_the_server_stops_finishes_and_commits(stack: Stac
 
             wait_until(lambda: health(target) == NOT_SERVING, "health to turn NOT_SERVING")
             drained.set()  # the drain is over: from now on new calls are refused
-            wait_until(lambda: refuses_connections(server.port), "the listener to close")
+            wait_until(lambda: closed(server.port), "the listener to close")
             assert add_one(target, stack.key) is grpc.StatusCode.UNAVAILABLE
             assert not in_flight.done()
 
