@@ -78,10 +78,25 @@ def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
     account = accounts.create_account(_unit_of_work(settings), args.name)
     if args.json:
-        print(json.dumps({"id": account.id, "name": account.name, "key": account.key}))
+        print(
+            json.dumps(
+                {
+                    "id": account.id,
+                    "name": account.name,
+                    "key": account.key,
+                    "webhook_secret": account.webhook_secret,
+                }
+            )
+        )
     else:
         print(f"account {account.name} ({account.id})")
         print(f"API key (shown once, store it now): {account.key}")
+        print(f"webhook signing secret: {account.webhook_secret}")
+    return 0
+
+
+def cmd_accounts_secret(settings: Settings, args: argparse.Namespace) -> int:
+    print(accounts.webhook_secret(_unit_of_work(settings), args.account, rotate=args.rotate))
     return 0
 
 
@@ -186,8 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = account_commands.add_parser("create", help="create an account and its first key")
     create.add_argument("name")
-    create.add_argument("--json", action="store_true", help='print {"id","name","key"}')
+    create.add_argument(
+        "--json", action="store_true", help='print {"id","name","key","webhook_secret"}'
+    )
     create.set_defaults(run=cmd_accounts_create)
+    secret = account_commands.add_parser(
+        "secret", help="print the secret that signs the account's receipt webhooks"
+    )
+    secret.add_argument("account", help="account id or name")
+    secret.add_argument("--rotate", action="store_true", help="replace it first")
+    secret.set_defaults(run=cmd_accounts_secret)
     listing = account_commands.add_parser("list", help="list accounts")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=cmd_accounts_list)

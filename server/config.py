@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,43 @@ class DatabaseTimeouts:
     idle_in_transaction_ms: int = 10_000
     """A transaction left open with nothing running: PostgreSQL ends the session and frees its
     locks (idle_in_transaction_session_timeout), so a stuck request cannot block the others."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How queued messages are sent and how their delivery receipts reach callbacks."""
+
+    dispatchers: int = 1
+    """Dispatcher processes `mplus up` runs next to the workers (0: none; run `mplus dispatch`)."""
+    poll_interval_ms: int = 200
+    """How long an idle dispatcher waits before looking for due work again."""
+    claim_batch: int = 100
+    """Messages one dispatcher claims (and leases) at a time."""
+    lease_ms: int = 30_000
+    """A claimed message not finished by then (its dispatcher died) is claimed again."""
+    max_attempts: int = 5
+    """Tries per channel on a carrier timeout before the message fails (code 41)."""
+    retry_ms: int = 2_000
+    """First wait before a carrier timeout is retried; doubled on each further try."""
+    driver: str = "sandbox"
+    """`sandbox` (outcome by destination number, no network) or `http` (posts to `http_url`)."""
+    http_url: str = ""
+    """The carrier gateway the `http` driver posts each send to."""
+    http_timeout_ms: int = 5_000
+    sandbox_receipt_delay_ms: int = 1_000
+    """How long after the sandbox accepts a message its delivery receipt arrives."""
+    webhook_timeout_ms: int = 5_000
+    """One delivery-receipt POST, connect to last byte."""
+    webhook_retry_for_s: int = 90_000
+    """A receipt the callback keeps refusing is retried this long (25 h), then given up."""
+    webhook_backoff_ms: int = 1_000
+    """First wait before a refused receipt is posted again; doubled (with jitter) each time."""
+    webhook_backoff_cap_ms: int = 3_600_000
+    """The longest wait between two posts of one receipt."""
+    callback_allow_networks: tuple[str, ...] = ()
+    """Private, loopback or link-local networks callbacks may reach (CIDR); none by default."""
+    environment: str = "production"
+    """Sent as the `environment` header of every signed webhook."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,7 @@ class Settings:
     db_pool_size: int = 16
     """Connections per server process; by default one per worker thread (MPLUS_MAX_WORKERS)."""
     db_timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
+    delivery: Delivery = field(default_factory=Delivery)
     db_health_interval_ms: int = 1000
     """How often the server asks the database `SELECT 1` to keep gRPC health in step with
     it (0: never; health then follows shutdown only)."""
@@ -271,7 +309,66 @@ class Settings:
             db_health_interval_ms=integer(
                 "MPLUS_DB_HEALTH_INTERVAL_MS", defaults.db_health_interval_ms, 0, 3_600_000
             ),
+            delivery=_delivery(env, integer, milliseconds),
         )
+
+
+def _delivery(
+    env: Mapping[str, str],
+    integer: Callable[..., int],
+    milliseconds: Callable[[str, int], int],
+) -> Delivery:
+    """The MPLUS_DISPATCH_*, MPLUS_WEBHOOK_* and driver settings."""
+    defaults = Delivery()
+    driver = env.get("MPLUS_CHANNEL_DRIVER") or defaults.driver
+    if driver not in ("sandbox", "http"):
+        raise SystemExit(f"MPLUS_CHANNEL_DRIVER must be sandbox or http, got {driver!r}")
+    http_url = env.get("MPLUS_HTTP_DRIVER_URL") or ""
+    if driver == "http" and not http_url.startswith(("http://", "https://")):
+        raise SystemExit(
+            "MPLUS_HTTP_DRIVER_URL must be an http:// or https:// URL when "
+            f"MPLUS_CHANNEL_DRIVER=http, got {http_url!r}"
+        )
+    networks = []
+    for part in (env.get("MPLUS_CALLBACK_ALLOW_NETWORKS") or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise SystemExit(
+                "MPLUS_CALLBACK_ALLOW_NETWORKS must list networks separated by commas "
+                f"(e.g. 127.0.0.0/8,::1/128), got {part.strip()!r}"
+            ) from None
+    backoff = milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
+    backoff_cap = milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
+    if backoff > backoff_cap:
+        raise SystemExit(
+            "MPLUS_WEBHOOK_BACKOFF_MS must be at most MPLUS_WEBHOOK_BACKOFF_CAP_MS, "
+            f"got {backoff} > {backoff_cap}"
+        )
+    return Delivery(
+        dispatchers=integer("MPLUS_DISPATCHERS", defaults.dispatchers, 0, 64),
+        poll_interval_ms=milliseconds("MPLUS_DISPATCH_INTERVAL_MS", defaults.poll_interval_ms),
+        claim_batch=integer("MPLUS_DISPATCH_BATCH", defaults.claim_batch, 1, 10_000),
+        lease_ms=milliseconds("MPLUS_DISPATCH_LEASE_MS", defaults.lease_ms),
+        max_attempts=integer("MPLUS_DISPATCH_MAX_ATTEMPTS", defaults.max_attempts, 1, 100),
+        retry_ms=milliseconds("MPLUS_DISPATCH_RETRY_MS", defaults.retry_ms),
+        driver=driver,
+        http_url=http_url,
+        http_timeout_ms=milliseconds("MPLUS_HTTP_DRIVER_TIMEOUT_MS", defaults.http_timeout_ms),
+        sandbox_receipt_delay_ms=integer(
+            "MPLUS_SANDBOX_RECEIPT_DELAY_MS", defaults.sandbox_receipt_delay_ms, 0, 86_400_000
+        ),
+        webhook_timeout_ms=milliseconds("MPLUS_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms),
+        webhook_retry_for_s=integer(
+            "MPLUS_WEBHOOK_RETRY_FOR_S", defaults.webhook_retry_for_s, 0, 30 * 86_400
+        ),
+        webhook_backoff_ms=backoff,
+        webhook_backoff_cap_ms=backoff_cap,
+        callback_allow_networks=tuple(networks),
+        environment=env.get("MPLUS_ENVIRONMENT") or defaults.environment,
+    )
 
 
 def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:

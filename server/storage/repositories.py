@@ -36,11 +36,13 @@ class AccountRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def add(self, name: str, now: datetime) -> str:
+    def add(self, name: str, webhook_secret: str, now: datetime) -> str:
         account_id = str(uuid.uuid4())
         try:
             self._connection.execute(
-                insert(accounts).values(id=account_id, name=name, created_at=now)
+                insert(accounts).values(
+                    id=account_id, name=name, webhook_secret=webhook_secret, created_at=now
+                )
             )
         except IntegrityError as error:
             raise ConflictingWrite(f"an account named {name!r} exists") from error
@@ -53,6 +55,18 @@ class AccountRepository:
             )
         ).first()
         return row.id if row else None
+
+    def webhook_secret(self, account_id: str) -> str | None:
+        return self._connection.execute(
+            select(accounts.c.webhook_secret).where(accounts.c.id == account_id)
+        ).scalar_one_or_none()
+
+    def set_webhook_secret(self, account_id: str, webhook_secret: str) -> None:
+        self._connection.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(webhook_secret=webhook_secret)
+        )
 
     def summaries(self) -> list[AccountSummary]:
         active = (

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -59,7 +60,9 @@ accounts = Table(
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("webhook_secret", String(64), nullable=False),
 )
+"""`webhook_secret` signs the account's delivery-receipt webhooks (HMAC-SHA256)."""
 
 api_keys = Table(
     "api_keys",
@@ -110,8 +113,65 @@ queued_messages = Table(
     Column("scheduled", Boolean(), nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("channel_index", Integer(), nullable=False, server_default="0"),
+    Column("channel", String(8), nullable=True),
+    Column("lease_owner", String(36), nullable=True),
+    Column("receipt_code", String(8), nullable=True),
+    Column("receipt_description", Text(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
     UniqueConstraint("account_id", "client_id"),
     Index(None, "status", "due_at"),
     Index(None, "account_id", "created_at"),
+    Index(None, "account_id", "status"),
 )
-"""The queue: everything a dispatcher needs to send a message and report on it."""
+"""The queue: everything a dispatcher needs to send a message and report on it.
+
+`status` (server.domain.delivery.MessageStatus) says what `due_at` means: queued, when it may
+be sent (or retried); sending, when its dispatcher's lease runs out (`lease_owner` holds the
+lease); sent, when the carrier's receipt arrives. `channel_index` is the position in `channels`
+being tried, `attempts` the tries on it; the receipt columns hold the final (or, while sent,
+the announced) receipt."""
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column(
+        "message_uuid",
+        String(36),
+        ForeignKey("queued_messages.message_uuid"),
+        nullable=False,
+        index=True,
+    ),
+    Column("channel", String(8), nullable=False),
+    Column("attempt", Integer(), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("code", String(8), nullable=True),
+    Column("description", Text(), nullable=True),
+    Column("at", UtcDateTime(), nullable=False),
+)
+"""Every try of every message on a channel, and what the driver answered."""
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column(
+        "message_uuid", String(36), ForeignKey("queued_messages.message_uuid"), primary_key=True
+    ),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("url", Text(), nullable=False),
+    Column("body", Text(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("lease_owner", String(36), nullable=True),
+    Column("last_error", Text(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Index(None, "status", "due_at"),
+)
+"""The delivery-receipt outbox: one row per message with a callback, written in the same
+transaction as the message's final state (so a receipt is never lost, nor queued twice).
+`body` is the exact JSON posted and signed; `status` pending / delivered / given_up, and
+`due_at` the next post (or, leased, when the lease runs out)."""
