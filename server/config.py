@@ -22,6 +22,9 @@ class Limits:
     max_messages: int = 1000
     max_body_chars: int = 1600
     max_schedule_days: int = 180
+    callback_allow_networks: tuple[str, ...] = ()
+    """Private, loopback or link-local networks (CIDR) a `callback` may name or resolve to;
+    none by default, so a receipt can never be aimed at the operator's own network."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,6 @@ class Delivery:
     """First wait before a refused receipt is posted again; doubled (with jitter) each time."""
     webhook_backoff_cap_ms: int = 3_600_000
     """The longest wait between two posts of one receipt."""
-    callback_allow_networks: tuple[str, ...] = ()
-    """Private, loopback or link-local networks callbacks may reach (CIDR); none by default."""
     environment: str = "production"
     """Sent as the `environment` header of every signed webhook."""
 
@@ -296,6 +297,7 @@ class Settings:
                 max_schedule_days=integer(
                     "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days, 1, 3650
                 ),
+                callback_allow_networks=_networks(env, "MPLUS_CALLBACK_ALLOW_NETWORKS"),
             ),
             db_pool_size=integer("MPLUS_DB_POOL_SIZE", max_workers, 1, 1024),
             db_timeouts=DatabaseTimeouts(
@@ -329,17 +331,6 @@ def _delivery(
             "MPLUS_HTTP_DRIVER_URL must be an http:// or https:// URL when "
             f"MPLUS_CHANNEL_DRIVER=http, got {http_url!r}"
         )
-    networks = []
-    for part in (env.get("MPLUS_CALLBACK_ALLOW_NETWORKS") or "").split(","):
-        if not part.strip():
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
-        except ValueError:
-            raise SystemExit(
-                "MPLUS_CALLBACK_ALLOW_NETWORKS must list networks separated by commas "
-                f"(e.g. 127.0.0.0/8,::1/128), got {part.strip()!r}"
-            ) from None
     backoff = milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
     backoff_cap = milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
     if backoff > backoff_cap:
@@ -366,9 +357,23 @@ def _delivery(
         ),
         webhook_backoff_ms=backoff,
         webhook_backoff_cap_ms=backoff_cap,
-        callback_allow_networks=tuple(networks),
         environment=env.get("MPLUS_ENVIRONMENT") or defaults.environment,
     )
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    networks = []
+    for part in (env.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise SystemExit(
+                f"{name} must list networks separated by commas (e.g. 127.0.0.0/8,::1/128), "
+                f"got {part.strip()!r}"
+            ) from None
+    return tuple(networks)
 
 
 def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -87,3 +88,22 @@ def units(body: str) -> int:
     if length <= single:
         return 1
     return -(-length // part)
+
+
+def receipt_webhook_body(
+    destination: str, batch_uuid: str, message_uuid: str, receipt: ReceiptCode
+) -> str:
+    """The vendor's delivery-receipt webhook body, exactly: `destination` with a plus, then
+    `delivered`, `batchuuid`, `messageuuid` and `receiptInfo` {`code`, `description`}. Built
+    once, stored, and posted and signed byte for byte on every try."""
+    return json.dumps(
+        {
+            "destination": f"+{destination}",
+            "delivered": receipt.delivered,
+            "batchuuid": batch_uuid,
+            "messageuuid": message_uuid,
+            "receiptInfo": {"code": receipt.code, "description": receipt.description},
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )

@@ -10,7 +10,9 @@ from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from server.storage.batches import BatchRepository
 from server.storage.database import DEADLINE_OPTION
+from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
     AccountRepository,
@@ -18,6 +20,7 @@ from server.storage.repositories import (
     MessageRepository,
     SenderRepository,
 )
+from server.storage.webhooks import WebhookOutbox
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
@@ -34,6 +37,9 @@ class UnitOfWork:
     keys: KeyRepository
     senders: SenderRepository
     messages: MessageRepository
+    dispatch: DispatchRepository
+    webhooks: WebhookOutbox
+    batches: BatchRepository
 
     def __init__(
         self, engine: Engine, on_finish: Callable[[float], None] = lambda _seconds: None
@@ -61,6 +67,9 @@ class UnitOfWork:
         self.keys = KeyRepository(self._connection)
         self.senders = SenderRepository(self._connection)
         self.messages = MessageRepository(self._connection)
+        self.dispatch = DispatchRepository(self._connection)
+        self.webhooks = WebhookOutbox(self._connection)
+        self.batches = BatchRepository(self._connection)
         return self
 
     def finish_by(self, deadline: float | None) -> None:
