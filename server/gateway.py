@@ -37,13 +37,25 @@ LOCAL_REPLY_CODES = {
 }
 """HTTP status of an Envoy-made reply → the gRPC code in its JSON body, as upstream errors have."""
 
+JSON_ENDPOINTS = (
+    "POST /message",
+    "GET /batch",
+    "GET /batch/{batch-uuid}",
+    "DELETE /batch/{batch-uuid}",
+    "GET /dr-responses",
+)
+NO_SUCH_ENDPOINT = f"no such endpoint: the JSON API is {', '.join(JSON_ENDPOINTS)}"
+"""Told with a path no route matches, and after the transcoder's own "Could not resolve
+<path> to a method" (every other 404 a JSON client sees comes from the server)."""
 RATE_LIMITED = (
     "rate limit exceeded: too many requests for this API key, or for all keys together; "
     "retry after the seconds in the retry-after header"
 )
-LOCAL_REPLY_MESSAGES = {429: RATE_LIMITED}
+LOCAL_REPLY_MESSAGES = {404: f"%LOCAL_REPLY_BODY% ({NO_SUCH_ENDPOINT})", 429: RATE_LIMITED}
 """Messages for replies whose own body says little (the rate limiter's: "local_rate_limited").
 A 429 from Envoy is always the rate limiter's: the server's RESOURCE_EXHAUSTED is no local reply."""
+
+TRANSCODED_SERVICES = ("mplus.v1.MessageService", "mplus.v1.BatchService")
 
 _NOT_NATIVE_GRPC = {
     "or_filter": {
@@ -108,7 +120,7 @@ def local_reply_mappers() -> str:
     no_route = _mapper(
         404,
         5,
-        message="no such endpoint: the JSON API is POST /message",
+        message=NO_SUCH_ENDPOINT,
         when={"response_flag_filter": {"flags": ["NR"]}},
     )
     rate_limited_grpc = {  # the grpc-message a native client sees
@@ -253,6 +265,36 @@ def transport_socket(settings: Settings) -> str:
     return f"      transport_socket: {json.dumps(tls)}"
 
 
+TRANSCODER = (
+    "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
+)
+
+
+def transcoder(settings: Settings, *, print_every_field: bool = False) -> str:
+    """The gRPC-JSON transcoder's config, as one JSON line. It keeps the route the original
+    request matched (routes name JSON paths), answers a JSON error for a gRPC one, and
+    refuses unknown methods and query parameters and a query naming a body field. Optional
+    fields print when set; `print_every_field` also prints empty and zero ones (the route of
+    GET /batch, whose fields are all always set, so that no pending batch is `"batches": []`)."""
+    return json.dumps(
+        {
+            "@type": TRANSCODER,
+            "proto_descriptor": str(descriptor_path()),
+            "services": list(TRANSCODED_SERVICES),
+            "match_incoming_request_route": True,
+            "convert_grpc_status": True,
+            "max_request_body_size": settings.max_request_bytes,
+            "max_response_body_size": settings.max_request_bytes * 2,
+            "print_options": {"always_print_primitive_fields": print_every_field},
+            "request_validation_options": {
+                "reject_unknown_method": True,
+                "reject_unknown_query_parameters": True,
+                "reject_binding_body_field_collisions": True,
+            },
+        }
+    )
+
+
 def descriptor_path() -> Path:
     return Path(str(files("mplus.v1") / "api_descriptor.binpb"))
 
@@ -265,9 +307,9 @@ def render(settings: Settings, template: Path = TEMPLATE) -> str:
         upstream_endpoints=upstream_endpoints(settings),
         route_timeout=f"{(settings.request_timeout_ms + ROUTE_TIMEOUT_MARGIN_MS) / 1000:g}s",
         max_upstream_requests=settings.max_concurrent_rpcs * len(settings.upstream_endpoints),
-        descriptor=descriptor_path(),
         max_request_bytes=settings.max_request_bytes,
-        max_response_bytes=settings.max_request_bytes * 2,
+        transcoder=transcoder(settings),
+        transcoder_printing_every_field=transcoder(settings, print_every_field=True),
         local_reply_mappers=local_reply_mappers(),
         rate_limit=rate_limit(settings),
         transport_socket=transport_socket(settings),

@@ -14,6 +14,8 @@ from grpc_status import rpc_status
 
 from server.domain.errors import (
     Abandoned,
+    BatchAlreadySent,
+    BatchNotFound,
     IdConflict,
     InvalidRequest,
     NoSharedSenders,
@@ -101,6 +103,20 @@ def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
                 code_pb2.ALREADY_EXISTS,
                 str(error),
                 [_info("ID_REUSED", field=field, id=client_id)],
+            )
+        case BatchNotFound(batch_uuid=batch_uuid):
+            return (
+                code_pb2.NOT_FOUND,
+                str(error),
+                [_info("BATCH_NOT_FOUND", batchUuid=batch_uuid)],
+            )
+        case BatchAlreadySent(batch_uuid=batch_uuid):
+            # ABORTED, not FAILED_PRECONDITION: Envoy answers JSON clients 409 for it (400 for
+            # the other), the conflict it is; the reason says a retry cannot help.
+            return (
+                code_pb2.ABORTED,
+                str(error),
+                [_info("BATCH_ALREADY_SENT", batchUuid=batch_uuid)],
             )
         case NoSharedSenders():
             return (

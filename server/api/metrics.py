@@ -20,9 +20,10 @@ class Metrics:
         registry = self.registry
         self.requests = Counter(
             "mplus_requests_total",
-            "AddMessages calls by transport (json through Envoy's transcoder, else grpc), gRPC "
-            "status code and a refusal's ErrorInfo reason (a fixed set, never caller input)",
-            ["transport", "code", "reason"],
+            "Calls by RPC (AddMessages, GetBatch, ...), transport (json through Envoy's "
+            "transcoder, else grpc), gRPC status code and a refusal's ErrorInfo reason (a fixed "
+            "set, never caller input)",
+            ["rpc", "transport", "code", "reason"],
             registry=registry,
         )
         self.messages_accepted = Counter(
@@ -40,8 +41,8 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "mplus_request_duration_seconds",
-            "AddMessages latency inside the server, by transport",
-            ["transport"],
+            "Call latency inside the server, by RPC and transport",
+            ["rpc", "transport"],
             buckets=SECONDS_BUCKETS,
             registry=registry,
         )
@@ -59,7 +60,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "mplus_requests_in_flight",
-            "AddMessages calls being handled now",
+            "Calls being handled now",
             registry=registry,
         )
 

@@ -1,4 +1,5 @@
-"""One record per AddMessages call, written out twice: a JSON log line and the metrics.
+"""One record per call (AddMessages, the BatchService RPCs), written out twice: a JSON log
+line and the metrics.
 
 The record holds only what is safe to log: never the API key, a message body or a number,
 nor the invocation metadata wholesale (Envoy's x-envoy-original-path carries `?key=`).
@@ -37,6 +38,7 @@ class RequestRecord:
 
     transport: str
     request_id: str | None
+    rpc: str = "AddMessages"
     account_id: str | None = None
     messages: int | None = None
     """Messages in the request; None when it could not be read."""
@@ -59,7 +61,7 @@ class RequestRecord:
 
     def fields(self) -> dict[str, Any]:
         return {
-            "rpc": "AddMessages",
+            "rpc": self.rpc,
             "transport": self.transport,
             "request_id": self.request_id,
             "account_id": self.account_id,
@@ -95,8 +97,12 @@ class Telemetry:
         self.metrics = metrics
 
     @contextmanager
-    def request(self, metadata: Sequence[tuple[str, str | bytes]]) -> Iterator[RequestRecord]:
-        record = RequestRecord(transport=_transport(metadata), request_id=_request_id(metadata))
+    def request(
+        self, metadata: Sequence[tuple[str, str | bytes]], rpc: str = "AddMessages"
+    ) -> Iterator[RequestRecord]:
+        record = RequestRecord(
+            transport=_transport(metadata), request_id=_request_id(metadata), rpc=rpc
+        )
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
@@ -111,10 +117,12 @@ class Telemetry:
             self._write(record)
 
     def _write(self, record: RequestRecord) -> None:
-        log.info("AddMessages %s", record.code, extra={FIELDS: record.fields()})
+        log.info("%s %s", record.rpc, record.code, extra={FIELDS: record.fields()})
         metrics = self.metrics
-        metrics.requests.labels(record.transport, record.code, record.reason or "").inc()
-        metrics.request_duration.labels(record.transport).observe(record.latency_s)
+        metrics.requests.labels(
+            record.rpc, record.transport, record.code, record.reason or ""
+        ).inc()
+        metrics.request_duration.labels(record.rpc, record.transport).observe(record.latency_s)
         if record.messages is not None:
             metrics.batch_size.observe(record.messages)
             if record.code == "OK":

@@ -17,6 +17,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
+from server.api.batch_servicer import SERVICE_NAME as BATCH_SERVICE_NAME
+from server.api.batch_servicer import BatchServicer
 from server.api.health import DatabaseHealth
 from server.api.metrics import Metrics, MetricsListener, serve_metrics
 from server.api.observability import Telemetry
@@ -24,6 +26,7 @@ from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import DatabaseTimeouts, Settings
 from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
+from server.service.batches import Batches
 from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
 from server.storage.unit_of_work import UnitOfWork
@@ -31,8 +34,8 @@ from server.storage.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 
-HEALTH_SERVICES = ("", SERVICE_NAME)
-"""The whole server and the one service it runs: the same status for both."""
+HEALTH_SERVICES = ("", SERVICE_NAME, BATCH_SERVICE_NAME)
+"""The whole server and the services it runs: the same status for all."""
 
 
 class CannotListen(SystemExit):
@@ -90,20 +93,22 @@ def create_server(
     settings: Settings,
     metrics: Metrics | None = None,
     database_answers: Callable[[], bool] | None = None,
+    batches: Batches | None = None,
 ) -> GrpcServer:
     """A server bound to `address` (port 0 picks a free one) with health and reflection, and
     its metrics on the gRPC host at settings.process_metrics_port (0: none). Given
-    `database_answers`, health follows it every settings.db_health_interval_ms (0: never)."""
+    `database_answers`, health follows it every settings.db_health_interval_ms (0: never).
+    BatchService runs `batches`, by default on AddMessages' unit of work."""
     if metrics is None:
         metrics = Metrics()
     server = grpc_server(settings)
-    MessageServicer(add_messages, Telemetry(metrics), settings.request_timeout_ms / 1000).register(
-        server
-    )
+    telemetry = Telemetry(metrics)
+    MessageServicer(add_messages, telemetry, settings.request_timeout_ms / 1000).register(server)
+    BatchServicer(batches or Batches(add_messages.unit_of_work), telemetry).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, BATCH_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(address)

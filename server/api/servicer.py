@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import message as protobuf_message
 from mplus.v1 import message_service_pb2
 
-from server.api import errors, translate
+from server.api import errors, translate, wire
 from server.api.observability import Telemetry
-from server.domain.errors import InvalidRequest, Violation
 from server.service.add_messages import AddMessages
 
 SERVICE_NAME: str = message_service_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name
@@ -60,16 +58,4 @@ class MessageServicer:
 
 
 def _parse(request: bytes) -> message_service_pb2.AddMessagesRequest:
-    try:
-        return message_service_pb2.AddMessagesRequest.FromString(request)
-    except protobuf_message.DecodeError:
-        raise InvalidRequest(
-            [
-                Violation(
-                    "request",
-                    "is not a valid mplus.v1.AddMessagesRequest (malformed protobuf or "
-                    "invalid UTF-8 in a string field)",
-                    "MALFORMED_REQUEST",
-                )
-            ]
-        ) from None
+    return wire.parse(message_service_pb2.AddMessagesRequest, request)

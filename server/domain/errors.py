@@ -65,3 +65,24 @@ class Abandoned(DomainError):
             "the request did not finish within its deadline, so nothing was stored "
             "(JSON requests get MPLUS_REQUEST_TIMEOUT_MS); retry it"
         )
+
+
+class BatchNotFound(DomainError):
+    """No such batch for this account: unknown, another account's, or cancelled (the same
+    answer for each, so that another account's batch is never revealed)."""
+
+    def __init__(self, batch_uuid: str) -> None:
+        self.batch_uuid = batch_uuid[:64]  # as the caller spelt it, within reason
+        super().__init__(f"batch {self.batch_uuid!r} not found")
+
+
+class BatchAlreadySent(DomainError):
+    """A batch cannot be cancelled: a message of it has left the queue (claimed, sent or
+    finished)."""
+
+    def __init__(self, batch_uuid: str) -> None:
+        self.batch_uuid = batch_uuid
+        super().__init__(
+            f"batch {batch_uuid} cannot be cancelled: it has already been released for "
+            "sending (only a batch whose messages are all still queued can be)"
+        )

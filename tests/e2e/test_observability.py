@@ -54,6 +54,11 @@ def labels(**pairs: str) -> frozenset[tuple[str, str]]:
     return frozenset(pairs.items())
 
 
+def add_messages(**pairs: str) -> frozenset[tuple[str, str]]:
+    """The labels of an AddMessages call's series."""
+    return labels(rpc="AddMessages", **pairs)
+
+
 def json_message(to: str = NUMBER, body: str | None = BODY) -> dict[str, Any]:
     message: dict[str, Any] = {"from": {"type": "custom", "value": "Acme"}, "to": to}
     if body is not None:
@@ -103,12 +108,12 @@ def test_requests_through_envoy_and_over_grpc_move_the_metrics_exactly(
     after = scrape(stack.metrics_url)
 
     assert moved(before, after, "mplus_requests_total") == {
-        labels(transport="json", code="OK", reason=""): 2,
-        labels(transport="json", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
-        labels(transport="json", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
-        labels(transport="grpc", code="OK", reason=""): 2,
-        labels(transport="grpc", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
-        labels(transport="grpc", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
+        add_messages(transport="json", code="OK", reason=""): 2,
+        add_messages(transport="json", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
+        add_messages(transport="json", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
+        add_messages(transport="grpc", code="OK", reason=""): 2,
+        add_messages(transport="grpc", code="INVALID_ARGUMENT", reason="INVALID_REQUEST"): 1,
+        add_messages(transport="grpc", code="UNAUTHENTICATED", reason="UNAUTHENTICATED"): 1,
     }
     assert moved(before, after, "mplus_messages_accepted_total") == {
         labels(mode="stored"): 4,
@@ -121,8 +126,8 @@ def test_requests_through_envoy_and_over_grpc_move_the_metrics_exactly(
         labels(reason="UNAUTHENTICATED"): 3,
     }
     assert moved(before, after, "mplus_request_duration_seconds_count") == {
-        labels(transport="json"): 4,
-        labels(transport="grpc"): 4,
+        add_messages(transport="json"): 4,
+        add_messages(transport="grpc"): 4,
     }
     assert moved(before, after, "mplus_batch_size_messages_count") == {labels(): 8}
     assert moved(before, after, "mplus_batch_size_messages_sum") == {labels(): 13}
@@ -181,7 +186,8 @@ def test_mplus_serve_writes_only_json_lines_and_serves_metrics(tmp_path: Path) -
         assert add(target, key, grpc_message()) is grpc.StatusCode.OK
         scraped = scrape(f"http://127.0.0.1:{metrics_port}/metrics")  # counted before answering
         assert (
-            scraped[("mplus_requests_total", labels(transport="grpc", code="OK", reason=""))] == 1
+            scraped[("mplus_requests_total", add_messages(transport="grpc", code="OK", reason=""))]
+            == 1
         )
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0

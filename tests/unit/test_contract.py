@@ -3,9 +3,11 @@ JSON names of the documented fields."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from mplus.v1 import message_pb2, message_service_pb2
+from mplus.v1 import batch_service_pb2, message_pb2, message_service_pb2
 
 from server import gateway
 
@@ -47,3 +49,56 @@ def test_envoys_descriptor_set_holds_the_service_and_the_error_details() -> None
         "mplus/v1/message_service.proto",
         "google/rpc/error_details.proto",
     } <= files
+
+
+def test_the_batch_endpoints_are_bound_to_the_vendors_paths() -> None:
+    service = batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"]
+    rules = {
+        method.name: method.GetOptions().Extensions[annotations_pb2.http]
+        for method in service.methods
+    }
+    assert rules == {
+        "GetBatch": http_pb2.HttpRule(get="/batch/{batch_uuid}"),
+        "ListPendingBatches": http_pb2.HttpRule(get="/batch"),
+        "CancelBatch": http_pb2.HttpRule(delete="/batch/{batch_uuid}"),
+        "ListReceiptCodes": http_pb2.HttpRule(get="/dr-responses", response_body="json"),
+    }
+
+
+def test_the_vendors_lower_case_json_names_are_kept() -> None:
+    def names(message: Any) -> dict[str, str]:
+        return {f.name: f.json_name for f in message.DESCRIPTOR.fields}
+
+    assert names(batch_service_pb2.Receipt) == {
+        "destination": "destination",
+        "delivered": "delivered",
+        "failed": "failed",
+        "batch_uuid": "batchuuid",
+        "message_uuid": "messageuuid",
+        "info": "info",
+    }
+    assert names(batch_service_pb2.PendingBatch) == {
+        "identifier": "identifier",
+        "at": "at",
+        "from": "from",
+        "message_count": "messagecount",
+        "unit_count": "unitcount",
+    }
+    assert names(batch_service_pb2.BatchCounts) == {
+        "total": "total",
+        "delivered": "delivered",
+        "failed": "failed",
+    }
+    # zero counts and false flags print only as fields with presence (Envoy prints set fields)
+    for message in (batch_service_pb2.BatchCounts, batch_service_pb2.Receipt):
+        for field in message.DESCRIPTOR.fields:
+            if field.type in (field.TYPE_INT32, field.TYPE_BOOL):
+                assert field.has_presence, field.full_name
+
+
+def test_envoys_descriptor_set_holds_the_batch_service_and_http_body() -> None:
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(
+        gateway.descriptor_path().read_bytes()
+    )
+    files = {f.name for f in descriptors.file}
+    assert {"mplus/v1/batch_service.proto", "google/api/httpbody.proto"} <= files

@@ -57,3 +57,20 @@ def test_zero_turns_each_limit_off() -> None:
 
 def test_without_tls_the_listener_is_plain() -> None:
     assert "transport_socket" not in gateway.render(Settings())
+
+
+def test_both_services_are_transcoded_and_get_batch_lists_print_empty() -> None:
+    settings = Settings()
+    usual = json.loads(gateway.transcoder(settings))
+    every_field = json.loads(gateway.transcoder(settings, print_every_field=True))
+    assert usual["services"] == ["mplus.v1.MessageService", "mplus.v1.BatchService"]
+    assert usual["print_options"] == {"always_print_primitive_fields": False}
+    assert every_field == usual | {"print_options": {"always_print_primitive_fields": True}}
+    rendered = gateway.render(settings)
+    assert rendered.count(json.dumps(every_field)) == 1  # GET /batch's route only
+
+
+def test_an_unknown_path_is_told_the_endpoints() -> None:
+    mappers = gateway.local_reply_mappers()
+    for endpoint in gateway.JSON_ENDPOINTS:
+        assert endpoint in mappers

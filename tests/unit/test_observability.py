@@ -63,7 +63,8 @@ def test_an_accepted_json_request_logs_one_line_with_its_fields_and_no_secrets(
     }
     sample = telemetry.metrics.registry.get_sample_value
     assert sample("mplus_messages_accepted_total", {"mode": "dry_run"}) == 2
-    assert sample("mplus_requests_total", {"transport": "json", "code": "OK", "reason": ""}) == 1
+    labels = {"rpc": "AddMessages", "transport": "json", "code": "OK", "reason": ""}
+    assert sample("mplus_requests_total", labels) == 1
 
 
 def test_a_refused_grpc_request_logs_its_code_and_reason_and_counts_its_messages(
@@ -102,7 +103,7 @@ def test_an_error_that_escapes_without_a_refusal_is_recorded_as_unknown(
         raise RuntimeError("a bug while answering")
     assert json.loads(lines(caplog)[0])["code"] == "UNKNOWN"
     sample = telemetry.metrics.registry.get_sample_value
-    labels = {"transport": "grpc", "code": "UNKNOWN", "reason": "INTERNAL"}
+    labels = {"rpc": "AddMessages", "transport": "grpc", "code": "UNKNOWN", "reason": "INTERNAL"}
     assert sample("mplus_requests_total", labels) == 1
     assert sample("mplus_messages_rejected_total", {"reason": "INTERNAL"}) is None
 
@@ -139,3 +140,21 @@ def test_a_request_wide_violation_names_the_messages_that_have_none_of_their_own
     assert rejected_by_reason(Unauthenticated("x"), "UNAUTHENTICATED", 2) == Counter(
         {"UNAUTHENTICATED": 2}
     )
+
+
+def test_a_batch_call_is_logged_and_counted_under_its_rpc(caplog: pytest.LogCaptureFixture) -> None:
+    telemetry = Telemetry(Metrics())
+    with caplog.at_level(logging.INFO), telemetry.request(JSON_METADATA, "GetBatch") as record:
+        record.authenticated("account-1")
+    (line,) = lines(caplog)
+    assert KEY not in line
+    fields = json.loads(line)
+    assert (fields["message"], fields["rpc"], fields["account_id"]) == (
+        "GetBatch OK",
+        "GetBatch",
+        "account-1",
+    )
+    sample = telemetry.metrics.registry.get_sample_value
+    labels = {"rpc": "GetBatch", "transport": "json", "code": "OK", "reason": ""}
+    assert sample("mplus_requests_total", labels) == 1
+    assert sample("mplus_batch_size_messages_count") == 0  # no messages were read
