@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select, true, update
+from sqlalchemy import Connection, and_, func, select, true, update
 
 from server.domain.batches import BatchMessage, PendingMessage
 from server.domain.delivery import MessageStatus, ReceiptCode, receipt_code
@@ -13,6 +13,12 @@ from server.storage.tables import queued_messages
 
 _QUEUED = MessageStatus.QUEUED.value
 _CANCELLED = MessageStatus.CANCELLED.value
+_NEVER_RELEASED = and_(
+    queued_messages.c.status == _QUEUED,
+    queued_messages.c.attempts == 0,
+    queued_messages.c.channel_index == 0,
+)
+"""Queued and never tried: a message queued again for a retry's backoff was released once."""
 
 
 class BatchRepository:
@@ -42,23 +48,23 @@ class BatchRepository:
         ]
 
     def pending_messages(self, account_id: str) -> list[PendingMessage]:
-        """The account's scheduled messages still queued: not yet released to a dispatcher."""
+        """The account's scheduled messages not yet released to a dispatcher."""
         q = queued_messages.c
         rows = self._connection.execute(
             select(q.batch_uuid, q.due_at, q.sender, q.body).where(
-                q.account_id == account_id, q.status == _QUEUED, q.scheduled == true()
+                q.account_id == account_id, _NEVER_RELEASED, q.scheduled == true()
             )
         )
         return [PendingMessage(r.batch_uuid, r.due_at, r.sender, r.body) for r in rows]
 
     def cancel_queued(self, account_id: str, batch_uuid: str, now: datetime) -> int:
-        """Cancels the batch's messages that are still queued, in one guarded UPDATE: a
-        dispatcher claiming a message at the same time either claims it first (the row no
-        longer matches) or finds it cancelled. Returns how many were cancelled."""
+        """Cancels the batch's messages never released, in one UPDATE guarded by their state:
+        a dispatcher claiming one at the same time either claims it first (the row no longer
+        matches) or finds it cancelled. Returns how many were cancelled."""
         q = queued_messages.c
         result = self._connection.execute(
             update(queued_messages)
-            .where(q.account_id == account_id, q.batch_uuid == batch_uuid, q.status == _QUEUED)
+            .where(q.account_id == account_id, q.batch_uuid == batch_uuid, _NEVER_RELEASED)
             .values(status=_CANCELLED, finished_at=now)
         )
         return result.rowcount

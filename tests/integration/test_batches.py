@@ -209,6 +209,23 @@ def test_cancel_removes_a_queued_batch_for_good(
     assert [b.identifier for b in batches.pending(call)] == [kept.batch_uuid]
 
 
+def test_a_message_queued_again_for_a_retry_was_released_and_is_not_pending(
+    engine: Engine, account: accounts.NewAccount, queue: Any, batches: Batches
+) -> None:
+    (message,) = queue(account.key, draft(send_at=LATER))
+    with engine.begin() as connection:  # tried once, queued again for the retry's backoff
+        connection.execute(
+            update(queued_messages)
+            .where(queued_messages.c.message_uuid == message.message_uuid)
+            .values(attempts=1)
+        )
+    call = BatchCall(account.key)
+    assert batches.pending(call) == []
+    with pytest.raises(BatchAlreadySent):
+        batches.cancel(call, message.batch_uuid)
+    assert statuses(engine, message.batch_uuid) == ["queued"]
+
+
 @pytest.mark.parametrize("state", ["sending", "sent", "delivered", "failed"])
 def test_a_batch_with_a_message_gone_from_the_queue_cannot_be_cancelled_at_all(
     engine: Engine, account: accounts.NewAccount, queue: Any, batches: Batches, state: str
