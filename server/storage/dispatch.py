@@ -76,7 +76,7 @@ class DispatchRepository:
             .where(queued_messages.c.message_uuid.in_(due.scalar_subquery()))
             .values(
                 status=case(
-                    (queued_messages.c.status == MessageStatus.SENT, MessageStatus.SENT),
+                    (queued_messages.c.status == MessageStatus.SENT, MessageStatus.SENT.value),
                     else_=MessageStatus.SENDING.value,
                 ),
                 due_at=lease_until,

@@ -398,6 +398,19 @@ def test_a_claim_whose_lease_ran_out_before_its_turn_is_not_sent(
     assert [m.message_uuid for m in driver.sent] == [first.message_uuid, second]
 
 
+def test_a_database_out_of_reach_leaves_the_dispatcher_idle_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = create_database_engine("postgresql://mplus@127.0.0.1:1/mplus", pool_size=1)
+    dispatcher = Dispatcher(lambda: UnitOfWork(engine), Recording(), SETTINGS, owner="test")
+    try:
+        assert dispatcher.run_once() == 0  # the runner waits its poll interval, then asks again
+    finally:
+        engine.dispose()
+    [record] = [r for r in caplog.records if r.name == "mplus.dispatch"]
+    assert record.levelname == "WARNING" and "no messages could be claimed" in record.message
+
+
 @pytest.fixture
 def second_engine(database_url: str, engine: Engine) -> Iterator[Engine]:
     """Another engine on the same (already migrated) database: another process's."""
