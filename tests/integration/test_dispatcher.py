@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from server.config import Delivery, Limits
 from server.delivery.dispatcher import JITTER, Dispatcher
@@ -228,6 +228,19 @@ def test_a_scheduled_message_is_sent_at_its_send_at_and_not_before(
     assert dispatch.run_once() == 1
     assert [d.message_uuid for d in driver.sent] == [now, scheduled]
     assert world.message(scheduled).status == "sent"
+
+
+def test_a_cancelled_message_is_never_claimed(world: World) -> None:
+    [uuid] = world.queue(draft(send_at="2026-03-01T13:00:00Z"))
+    with world.engine.begin() as connection:  # as cancelling its batch leaves it
+        connection.execute(
+            update(queued_messages)
+            .where(queued_messages.c.message_uuid == uuid)
+            .values(status=MessageStatus.CANCELLED.value)
+        )
+    world.clock.advance(timedelta(days=1))
+    assert world.dispatcher().run_once() == 0
+    assert world.message(uuid).status == "cancelled"
 
 
 def test_a_carrier_timeout_is_retried_with_a_doubling_backoff(
