@@ -26,6 +26,17 @@ class MessageStatus(StrEnum):
         return self in (MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.CANCELLED)
 
 
+class AttemptOutcome(StrEnum):
+    """What a channel driver answered to one try, as the attempts log records it."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    UNSUPPORTED = "unsupported"
+    TRY_LATER = "try_later"
+    ERROR = "error"
+    """The driver raised (a bug or an unexpected failure): handled as TRY_LATER."""
+
+
 @dataclass(frozen=True)
 class ReceiptCode:
     """One delivery-receipt code: opaque string, as the vendor's `/dr-responses` lists them."""
@@ -61,6 +72,15 @@ RECEIPT_CODES: tuple[ReceiptCode, ...] = (
 """Every code this service reports, in `/dr-responses` order; the first four are the vendor's."""
 
 _BY_CODE = {receipt.code: receipt for receipt in RECEIPT_CODES}
+
+
+MAX_CODE_LENGTH = 8
+"""The longest receipt code the queue and the attempts log store."""
+
+
+def known_receipt_code(code: str) -> ReceiptCode | None:
+    """One of RECEIPT_CODES, or None for a code this service does not list."""
+    return _BY_CODE.get(code)
 
 
 def receipt_code(code: str) -> ReceiptCode:

@@ -2,9 +2,190 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, case, insert, select, update
+
+from server.domain.delivery import AttemptOutcome, MessageStatus, ReceiptCode, known_receipt_code
+from server.storage.tables import delivery_attempts, queued_messages
+
+CLAIMABLE = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)
+"""With `due_at` passed: queued ones are due, sending ones lost their dispatcher (the lease
+ran out), sent ones have their receipt due."""
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message one dispatcher holds until `due_at`, under the lease `lease_owner`."""
+
+    message_uuid: str
+    batch_uuid: str
+    account_id: str
+    destination: str
+    sender: str
+    body: str
+    callback: str | None
+    channels: tuple[str, ...]
+    channel_index: int
+    """The position in `channels` to try."""
+    channel: str | None
+    """The channel last tried (None before the first try)."""
+    attempts: int
+    """Tries made on that channel so far."""
+    status: MessageStatus
+    """SENDING: to be sent; SENT: accepted by a channel, its announced `receipt` now due."""
+    receipt: ReceiptCode | None
+    lease_owner: str
+    due_at: datetime
+    """When the lease runs out."""
 
 
 class DispatchRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+
+    def claim_due(
+        self, now: datetime, lease_until: datetime, lease_owner: str, limit: int
+    ) -> list[ClaimedMessage]:
+        """Leases up to `limit` due messages, the longest due first, to `lease_owner` until
+        `lease_until`; a message to send becomes SENDING, a sent one stays SENT.
+
+        One statement, `UPDATE … WHERE message_uuid IN (SELECT … LIMIT n) RETURNING`, and
+        never two claims of one message:
+        - PostgreSQL: the subquery is `FOR UPDATE SKIP LOCKED`. It locks the rows it picks and
+          passes over rows another claim holds; a row claimed and committed meanwhile is
+          checked again under the lock, and is no longer due. Concurrent dispatchers each
+          take different rows, and none waits for another.
+        - SQLite (no row locks, and FOR UPDATE renders as nothing): one writer at a time.
+          The engine begins each transaction with BEGIN IMMEDIATE, so the write lock is held
+          before the subquery reads; and a deferred transaction whose snapshot another writer
+          made stale would fail with SQLITE_BUSY, not claim from it. The second dispatcher
+          waits (busy timeout) and then reads the first one's claims as not due.
+        """
+        due = (
+            select(queued_messages.c.message_uuid)
+            .where(queued_messages.c.status.in_(CLAIMABLE), queued_messages.c.due_at <= now)
+            .order_by(queued_messages.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = self._connection.execute(
+            update(queued_messages)
+            .where(queued_messages.c.message_uuid.in_(due.scalar_subquery()))
+            .values(
+                status=case(
+                    (queued_messages.c.status == MessageStatus.SENT, MessageStatus.SENT.value),
+                    else_=MessageStatus.SENDING.value,
+                ),
+                due_at=lease_until,
+                lease_owner=lease_owner,
+            )
+            .returning(*queued_messages.c)
+        ).all()
+        return [_claimed(row) for row in rows]  # RETURNING keeps no order: none is promised
+
+    def requeue(
+        self,
+        claim: ClaimedMessage,
+        channel: str,
+        channel_index: int,
+        attempts: int,
+        due_at: datetime,
+    ) -> bool:
+        """Back in the queue, due at `due_at`: a retry, or the next channel. False (and
+        nothing written) when the lease was lost to another dispatcher."""
+        queued = MessageStatus.QUEUED
+        return self._update_held(
+            claim, queued, channel, attempts, channel_index=channel_index, due_at=due_at
+        )
+
+    def mark_sent(
+        self,
+        claim: ClaimedMessage,
+        channel: str,
+        attempts: int,
+        receipt: ReceiptCode,
+        receipt_due_at: datetime,
+    ) -> bool:
+        """Accepted by `channel`; `receipt` is announced for `receipt_due_at`. False when the
+        lease was lost."""
+        sent = MessageStatus.SENT
+        return self._update_held(claim, sent, channel, attempts, receipt, due_at=receipt_due_at)
+
+    def finish(
+        self,
+        claim: ClaimedMessage,
+        receipt: ReceiptCode,
+        now: datetime,
+        channel: str | None,
+        attempts: int,
+    ) -> bool:
+        """Delivered or failed, as `receipt` says, for good; `channel` the one last tried.
+        False when the lease was lost."""
+        final = MessageStatus.DELIVERED if receipt.delivered else MessageStatus.FAILED
+        return self._update_held(claim, final, channel, attempts, receipt, finished_at=now)
+
+    def record_attempt(
+        self,
+        message_uuid: str,
+        channel: str,
+        attempt: int,
+        outcome: AttemptOutcome,
+        code: str | None,
+        description: str | None,
+        now: datetime,
+    ) -> None:
+        self._connection.execute(
+            insert(delivery_attempts).values(
+                message_uuid=message_uuid,
+                channel=channel,
+                attempt=attempt,
+                outcome=outcome.value,
+                code=code,
+                description=description,
+                at=now,
+            )
+        )
+
+    def _update_held(
+        self,
+        claim: ClaimedMessage,
+        status: MessageStatus,
+        channel: str | None,
+        attempts: int,
+        receipt: ReceiptCode | None = None,
+        **values: Any,
+    ) -> bool:
+        """Moves the message on and ends the lease, only while `claim`'s lease still holds."""
+        if receipt is not None:
+            values.update(receipt_code=receipt.code, receipt_description=receipt.description)
+        result = self._connection.execute(
+            update(queued_messages)
+            .where(
+                queued_messages.c.message_uuid == claim.message_uuid,
+                queued_messages.c.status == claim.status,
+                queued_messages.c.lease_owner == claim.lease_owner,
+            )
+            .values(status=status, channel=channel, attempts=attempts, lease_owner=None, **values)
+        )
+        return result.rowcount == 1
+
+
+def _claimed(row: Any) -> ClaimedMessage:
+    status = MessageStatus(row.status)
+    receipt = None
+    if status is MessageStatus.SENT and row.receipt_code is not None:
+        known = known_receipt_code(row.receipt_code)
+        delivered = known is not None and known.delivered
+        receipt = ReceiptCode(row.receipt_code, row.receipt_description or "", delivered)
+    converted: dict[str, Any] = {
+        "channels": tuple(row.channels),
+        "status": status,
+        "receipt": receipt,
+    }
+    as_stored = {
+        f.name: getattr(row, f.name) for f in fields(ClaimedMessage) if f.name not in converted
+    }
+    return ClaimedMessage(**as_stored, **converted)

@@ -1,0 +1,1 @@
+"""Sending queued messages: the dispatcher that drains the queue and the channel drivers it uses."""
