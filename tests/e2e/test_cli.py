@@ -72,7 +72,7 @@ def test_accounts_create_json_prints_one_object_with_a_strong_key(migrated: Cli)
     lines = stdout.strip().splitlines()
     assert len(lines) == 1, stdout
     created = json.loads(lines[0])
-    assert set(created) == {"id", "name", "key"}
+    assert set(created) == {"id", "name", "key", "webhook_secret"}
     assert created["name"] == "shop"
     uuid.UUID(created["id"])
     assert created["key"].startswith("mp_")

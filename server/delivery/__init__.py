@@ -1,0 +1,1 @@
+"""Sending queued messages and reporting on them: dispatcher, channel drivers, receipt webhooks."""

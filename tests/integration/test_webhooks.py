@@ -1,0 +1,508 @@
+"""Delivery-receipt webhooks posted to a real local receiver, from a real SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from sqlalchemy import Engine, select
+
+from server.config import Delivery, Limits
+from server.delivery.webhooks import WebhookSender
+from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, receipt_webhook_body
+from server.domain.model import MessageDraft, SenderDraft
+from server.domain.signing import verify
+from server.service import accounts
+from server.service.add_messages import AddMessages, AddMessagesCommand
+from server.service.clock import Environment
+from server.storage.tables import webhook_deliveries
+from server.storage.unit_of_work import UnitOfWork
+from tests.webhook_receiver import Receiver, receiving
+
+LOOPBACK = Limits(callback_allow_networks=("127.0.0.0/8",))
+"""What every test but the SSRF ones allows: the receiver listens on 127.0.0.1."""
+SETTINGS = Delivery(
+    webhook_timeout_ms=1000,
+    webhook_backoff_ms=1000,
+    webhook_backoff_cap_ms=60_000,
+    webhook_retry_for_s=3600,
+    environment="test",
+)
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+OWN_NAME = "the machine's own name"
+
+
+class Clock:
+    """The senders' time: moved by the test, never slept through."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+    def move_to(self, instant: datetime) -> None:
+        self.at = max(self.at, instant)
+
+    def advance(self, **delta: float) -> None:
+        self.at += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as running:
+        yield running
+
+
+Queue = Callable[..., str]
+
+
+@pytest.fixture
+def queue_receipt(
+    unit_of_work: Callable[[], UnitOfWork], account: accounts.NewAccount, clock: Clock
+) -> Queue:
+    """Queues a message with a callback and, as a dispatcher would on its final state, its
+    receipt; returns the message uuid."""
+    anywhere = Limits(callback_allow_networks=("0.0.0.0/0", "::/0"))
+    add = AddMessages(unit_of_work, anywhere, Environment(now=clock.now))
+
+    def queue(url: str, count: int = 1) -> list[str]:
+        drafts = [
+            MessageDraft(
+                to=f"4477009{i:05d}", sender=SenderDraft("custom", "Acme"), body="Hi", callback=url
+            )
+            for i in range(count)
+        ]
+        accepted = add(AddMessagesCommand(api_key=account.key, messages=drafts))
+        with unit_of_work() as uow:
+            for i, message in enumerate(accepted):
+                receipt = DELIVERED if i % 2 == 0 else HANDSET_UNREACHABLE
+                body = receipt_webhook_body(
+                    message.to, message.batch_uuid, message.message_uuid, receipt
+                )
+                uow.webhooks.add(message.message_uuid, account.id, url, body, clock.now())
+            uow.commit()
+        return [message.message_uuid for message in accepted]
+
+    def queue_one(url: str) -> str:
+        [uuid] = queue(url)
+        return uuid
+
+    queue_one.many = queue  # type: ignore[attr-defined]
+    return queue_one
+
+
+@pytest.fixture
+def refused_receipt(receiver: Receiver, queue_receipt: Queue) -> str:
+    """A receipt queued for a receiver that answers every post 500."""
+    receiver.default = "500"
+    return queue_receipt(receiver.url())
+
+
+def sender(
+    unit_of_work: Callable[[], UnitOfWork],
+    clock: Clock,
+    limits: Limits = LOOPBACK,
+    delivery: Delivery = SETTINGS,
+    **options: Any,
+) -> WebhookSender:
+    environment = Environment(now=clock.now, rng=random.Random(5))
+    return WebhookSender(unit_of_work, delivery, limits, environment, **options)
+
+
+def stored(engine: Engine, message_uuid: str) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(webhook_deliveries).where(webhook_deliveries.c.message_uuid == message_uuid)
+        ).one()
+
+
+def test_a_pending_receipt_is_posted_once_exactly_as_stored_and_signed_with_the_secret(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    account: accounts.NewAccount,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+) -> None:
+    uuid = queue_receipt(receiver.url("/hooks/dr?tenant=a"))
+    webhooks = sender(unit_of_work, clock)
+
+    assert webhooks.run_once() == 1
+    assert webhooks.run_once() == 0
+
+    [post] = receiver.posts
+    row = stored(engine, uuid)
+    assert post.path == "/hooks/dr?tenant=a"
+    assert post.body == row.body.encode()
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["user-agent"] == "mplus-webhooks/1"
+    assert post.headers["environment"] == "test"
+    assert post.headers["timestamp"] == str(int(START.timestamp()))
+    assert post.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert re.fullmatch(r"[0-9a-f]{64}", post.headers["signature"])
+    timestamp, signature = post.headers["timestamp"], post.headers["signature"]
+    assert verify(account.webhook_secret, timestamp, post.body, signature)
+    assert not verify("another secret", timestamp, post.body, signature)
+    assert not verify(account.webhook_secret, str(int(timestamp) + 1), post.body, signature)
+    assert (row.status, row.attempts, row.finished_at, row.lease_owner) == (
+        "delivered",
+        1,
+        START,
+        None,
+    )
+
+
+def test_a_receiver_that_is_down_gets_the_receipt_once_it_is_up_after_the_backoff(
+    unit_of_work: Callable[[], UnitOfWork], engine: Engine, queue_receipt: Queue, clock: Clock
+) -> None:
+    port = closed_port()
+    uuid = queue_receipt(f"http://127.0.0.1:{port}/dr")
+    webhooks = sender(unit_of_work, clock)
+
+    assert webhooks.run_once() == 1
+    row = stored(engine, uuid)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "ConnectionRefusedError")
+    assert START + timedelta(milliseconds=500) <= row.due_at <= START + timedelta(seconds=1)
+    with receiving(port) as receiver:
+        assert webhooks.run_once() == 0, "not due before its backoff"
+        clock.move_to(row.due_at)
+        assert webhooks.run_once() == 1
+        clock.advance(days=2)
+        assert webhooks.run_once() == 0
+    assert len(receiver.posts) == 1
+    row = stored(engine, uuid)
+    assert (row.status, row.attempts, row.finished_at) == ("delivered", 2, clock.at - timedelta(2))
+
+
+def test_refusing_answers_are_retried_with_growing_backoff_and_a_short_error(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    refused_receipt: str,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uuid = refused_receipt
+    webhooks = sender(unit_of_work, clock)
+    waits = []
+    with caplog.at_level(logging.INFO, logger="mplus.webhooks"):
+        for attempt in range(1, 7):
+            assert webhooks.run_once() == 1
+            row = stored(engine, uuid)
+            waits.append((row.due_at - clock.at) / timedelta(milliseconds=1))
+            ceiling = min(1000 * 2 ** (attempt - 1), 60_000)
+            assert ceiling / 2 <= waits[-1] <= ceiling, f"equal jitter on attempt {attempt}"
+            assert row.attempts == attempt
+            assert row.last_error.startswith("HTTP 500: receiver says no")
+            assert len(row.last_error) <= 220, "a few hundred characters at the most"
+            clock.move_to(row.due_at)
+    assert waits == sorted(waits)
+    assert len(receiver.posts) == 6
+    [line] = {r.getMessage() for r in caplog.records}
+    assert line == "webhook retry"
+    fields = caplog.records[-1].fields  # type: ignore[attr-defined]
+    assert (fields["message_uuid"], fields["status_code"], fields["attempt"]) == (uuid, 500, 6)
+    assert "receiver says no" not in caplog.text, "the answer's body stays out of the logs"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("hang", "timeout after 1000 ms"),
+        ("close", "RemoteDisconnected"),
+        ("302", "HTTP 302 (redirects are not followed)"),
+    ],
+)
+def test_a_timeout_a_closed_connection_and_a_redirect_are_failures(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+    answer: Any,
+    error: str,
+) -> None:
+    receiver.answer(answer)
+    uuid = queue_receipt(receiver.url())
+    started = time.monotonic()
+
+    assert sender(unit_of_work, clock).run_once() == 1
+
+    assert time.monotonic() - started < 5
+    row = stored(engine, uuid)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error.split(":")[0] == error
+    assert [post.path for post in receiver.posts] == ["/dr"], "a redirect is not followed"
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_post_timeout(
+    unit_of_work: Callable[[], UnitOfWork], engine: Engine, queue_receipt: Queue, clock: Clock
+) -> None:
+    """Each byte inside the per-operation timeout, the answer as a whole far past it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok":
+                if stop.wait(0.3):
+                    return
+                connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    uuid = queue_receipt(f"http://127.0.0.1:{listener.getsockname()[1]}/dr")
+    started = time.monotonic()
+    try:
+        assert sender(unit_of_work, clock).run_once() == 1
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert time.monotonic() - started < 3
+    assert stored(engine, uuid).last_error == "timeout after 1000 ms"
+
+
+def test_a_receipt_refused_for_its_retry_period_is_given_up_and_never_posted_again(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    refused_receipt: str,
+    clock: Clock,
+) -> None:
+    uuid = refused_receipt
+    settings = Delivery(
+        webhook_backoff_ms=4000, webhook_backoff_cap_ms=4000, webhook_retry_for_s=10
+    )
+    webhooks = sender(unit_of_work, clock, delivery=settings)
+    deadline = START + timedelta(seconds=10)
+
+    row = stored(engine, uuid)
+    while row.status == "pending":
+        assert clock.at <= deadline, "retried until the deadline, the last try at it"
+        clock.move_to(row.due_at)
+        assert webhooks.run_once() == 1
+        row = stored(engine, uuid)
+    posts = len(receiver.posts)
+    clock.advance(days=3)
+    assert webhooks.run_once() == 0
+
+    row = stored(engine, uuid)
+    assert (row.status, row.attempts, row.finished_at) == ("given_up", posts, deadline)
+    assert row.last_error.startswith("HTTP 500")
+    assert posts >= 3
+    assert len(receiver.posts) == posts, "never posted again"
+
+
+def test_giving_up_is_a_warning_log_line(
+    unit_of_work: Callable[[], UnitOfWork],
+    refused_receipt: str,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uuid = refused_receipt
+    settings = Delivery(webhook_retry_for_s=0)
+    with caplog.at_level(logging.INFO, logger="mplus.webhooks"):
+        assert sender(unit_of_work, clock, delivery=settings).run_once() == 1
+    [record] = caplog.records
+    assert (record.levelname, record.getMessage()) == ("WARNING", "webhook given up")
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["message_uuid"] == uuid and fields["outcome"] == "given_up"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", OWN_NAME])
+def test_a_loopback_callback_is_given_up_at_once_and_never_connected_to_unless_allowed(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+    host: str,
+) -> None:
+    if host == OWN_NAME:  # no literal the request rule can see: only DNS tells
+        host = socket.gethostname()
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        if not all(ip_address(a).is_loopback for a in addresses):
+            pytest.skip(f"{host} resolves to {addresses}, not to loopback alone")
+    refused = queue_receipt(receiver.url(host=host))
+
+    assert sender(unit_of_work, clock, limits=Limits()).run_once() == 1
+
+    row = stored(engine, refused)
+    assert (row.status, row.attempts, row.finished_at) == ("given_up", 0, START)
+    assert row.last_error.startswith("refused: ")
+    assert "loopback" in row.last_error and "MPLUS_CALLBACK_ALLOW_NETWORKS" in row.last_error
+    assert receiver.connections == 0
+
+    if host == "localhost":
+        allowed = Limits(callback_allow_networks=("127.0.0.0/8", "::1/128"))
+    else:
+        allowed = LOOPBACK
+    posted = queue_receipt(receiver.url(host=host))
+    assert sender(unit_of_work, clock, limits=allowed).run_once() == 1
+    assert stored(engine, posted).status == "delivered"
+    assert len(receiver.posts) == 1
+
+
+def test_the_post_goes_to_the_checked_address_without_a_second_lookup(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: a name that answers an allowed address, then a forbidden one."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        return real("127.0.0.1" if len(lookups) == 1 else "10.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    uuid = queue_receipt(receiver.url(host="rebind.example"))
+
+    assert sender(unit_of_work, clock).run_once() == 1
+
+    assert stored(engine, uuid).status == "delivered"
+    assert lookups == ["rebind.example"]
+    [post] = receiver.posts
+    assert post.headers["host"] == f"rebind.example:{receiver.port}", "the name, not the address"
+
+
+def test_senders_racing_over_many_receipts_never_both_post_one(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+) -> None:
+    """Three senders, as three processes would; on PostgreSQL claims skip each other's rows,
+    on SQLite they take turns."""
+    uuids = queue_receipt.many(receiver.url(), 300)  # type: ignore[attr-defined]
+    patient = Delivery(webhook_timeout_ms=20_000)  # a busy machine's slow post is no retry
+    senders = [sender(unit_of_work, clock, delivery=patient, owner=f"sender-{i}") for i in range(3)]
+    errors: list[BaseException] = []
+
+    def drain(webhooks: WebhookSender) -> None:
+        try:
+            while webhooks.run_once():
+                pass
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=drain, args=(s,)) for s in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    posted = Counter(re.search(rb'"messageuuid":"([^"]+)"', p.body)[1] for p in receiver.posts)  # type: ignore[index]
+    assert {uuid.decode() for uuid in posted} == set(uuids)
+    assert set(posted.values()) == {1}
+    with engine.connect() as connection:
+        statuses = connection.execute(select(webhook_deliveries.c.status)).scalars()
+        assert set(statuses) == {"delivered"}
+
+
+def test_a_rotated_secret_signs_the_posts_after_it(
+    unit_of_work: Callable[[], UnitOfWork],
+    account: accounts.NewAccount,
+    receiver: Receiver,
+    queue_receipt: Queue,
+    clock: Clock,
+) -> None:
+    webhooks = sender(unit_of_work, clock)
+    queue_receipt(receiver.url())
+    webhooks.run_once()
+    rotated = accounts.webhook_secret(unit_of_work, account.name, rotate=True)
+    queue_receipt(receiver.url())
+    webhooks.run_once()
+
+    before, after = receiver.posts
+    assert rotated != account.webhook_secret
+    for post, secret, other in [
+        (before, account.webhook_secret, rotated),
+        (after, rotated, account.webhook_secret),
+    ]:
+        timestamp, signature = post.headers["timestamp"], post.headers["signature"]
+        assert verify(secret, timestamp, post.body, signature)
+        assert not verify(other, timestamp, post.body, signature)
+
+
+def test_https_receivers_are_posted_to_with_their_certificate_checked(
+    unit_of_work: Callable[[], UnitOfWork],
+    engine: Engine,
+    queue_receipt: Queue,
+    clock: Clock,
+) -> None:
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(served)
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    with receiving(tls=served) as receiver:
+        uuid = queue_receipt(receiver.url(scheme="https"))
+        assert sender(unit_of_work, clock).run_once() == 1
+        row = stored(engine, uuid)
+        assert (row.status, row.last_error) == ("pending", "SSLCertVerificationError")
+        clock.move_to(row.due_at)
+        assert sender(unit_of_work, clock, tls=trusting).run_once() == 1
+    assert stored(engine, uuid).status == "delivered"
+    [post] = receiver.posts
+    assert post.headers["host"] == f"127.0.0.1:{receiver.port}"
+
+
+def test_the_readme_verification_snippet_accepts_a_signed_post(
+    unit_of_work: Callable[[], UnitOfWork],
+    account: accounts.NewAccount,
+    receiver: Receiver,
+    queue_receipt: Queue,
+) -> None:
+    """The README's receiver code, run as written against a real post (signed just now)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Delivery-receipt webhooks", 1)[1].split("\n## ", 1)[0]
+    [snippet] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify_receipt = namespace["verify_receipt"]
+    queue_receipt(receiver.url())
+    WebhookSender(unit_of_work, SETTINGS, LOOPBACK).run_once()
+
+    [post] = receiver.posts
+    assert verify_receipt(account.webhook_secret, post.headers, post.body)
+    assert not verify_receipt("another secret", post.headers, post.body)
+    assert not verify_receipt(account.webhook_secret, post.headers, post.body + b" ")
+    stale = post.headers | {"timestamp": str(int(post.headers["timestamp"]) - 3600)}
+    assert not verify_receipt(account.webhook_secret, stale, post.body)
+
+
+def closed_port() -> int:
+    """A port nothing listens on (for now): connecting to it is refused."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+    return port
