@@ -54,10 +54,15 @@ def guarded_connection(
     url: SplitResult, allowed: Sequence[IPNetwork], timeout_s: float, tls: ssl.SSLContext
 ) -> http.client.HTTPConnection:
     """An unopened connection for `url` (http or https) pinned to its checked addresses; each
-    socket operation bounded by `timeout_s`. Raises CallbackRefused, or OSError when the host
-    does not resolve."""
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
+    socket operation bounded by `timeout_s`. Raises CallbackRefused (for a URL that is not
+    http(s) too: stored before today's rules), or OSError when the host does not resolve."""
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:  # a malformed port
+        host = port = None
+    if url.scheme not in ("http", "https") or not host:
+        raise CallbackRefused(f"{url.geturl()[:100]!r} is not an absolute http or https URL")
+    port = port or (443 if url.scheme == "https" else 80)
     addresses = resolve_allowed(host, port, allowed)
     if url.scheme == "https":
         return _PinnedHTTPSConnection(host, port, addresses, timeout_s, tls)

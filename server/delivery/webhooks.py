@@ -115,7 +115,7 @@ class WebhookSender:
 
     def _deliver(self, receipt: DueReceipt) -> None:
         """Posts one claimed receipt and records what came of it, under this sender's lease."""
-        result = self.post(receipt)
+        result = self._post(receipt)
         now = self._environment.now()
         uuid, owner, error = receipt.message_uuid, self.owner, _last_error(result)
         attempt = receipt.attempts + (0 if result.refused else 1)
@@ -147,7 +147,7 @@ class WebhookSender:
         else:
             log.info(f"webhook {outcome}", extra={FIELDS: fields})
 
-    def post(self, receipt: DueReceipt) -> PostResult:
+    def _post(self, receipt: DueReceipt) -> PostResult:
         """One signed POST of the stored body, bounded by `webhook_timeout_ms` from connect to
         the answer's last byte read. Redirects are not followed: a 3xx is a failure, since the
         receipt belongs at the URL the sender gave, and a Location could aim the signed post at

@@ -9,6 +9,7 @@ import socket
 import ssl
 import threading
 import time
+from base64 import b64encode
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -143,7 +144,7 @@ def test_a_pending_receipt_is_posted_once_exactly_as_stored_and_signed_with_the_
     queue_receipt: Queue,
     clock: Clock,
 ) -> None:
-    uuid = queue_receipt(receiver.url("/hooks/dr?tenant=a"))
+    uuid = queue_receipt(f"http://hook:s%40cret@127.0.0.1:{receiver.port}/hooks/dr?tenant=a")
     webhooks = sender(unit_of_work, clock)
 
     assert webhooks.run_once() == 1
@@ -158,6 +159,7 @@ def test_a_pending_receipt_is_posted_once_exactly_as_stored_and_signed_with_the_
     assert post.headers["environment"] == "test"
     assert post.headers["timestamp"] == str(int(START.timestamp()))
     assert post.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert post.headers["authorization"] == "Basic " + b64encode(b"hook:s@cret").decode()
     assert re.fullmatch(r"[0-9a-f]{64}", post.headers["signature"])
     timestamp, signature = post.headers["timestamp"], post.headers["signature"]
     assert verify(account.webhook_secret, timestamp, post.body, signature)

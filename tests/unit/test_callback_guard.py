@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from server.delivery.callback_guard import CallbackRefused, resolve_allowed
+from server.delivery.callback_guard import CallbackRefused, guarded_connection, resolve_allowed
 from server.domain.callbacks import address_refusal, allowed_networks, host_refusal
 
 NONE: tuple[Any, ...] = ()
@@ -127,3 +129,12 @@ def test_a_name_that_does_not_resolve_is_a_network_error_not_a_refusal(
     with pytest.raises(OSError, match="did not resolve") as caught:
         resolve_allowed("nowhere.example", 80, NONE)
     assert not isinstance(caught.value, CallbackRefused)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/dr", "https:///dr", "http://example.com:99999/"]
+)
+def test_a_stored_url_that_is_not_http_is_refused_not_a_crash(url: str) -> None:
+    """Rows queued before today's rules, or by hand, end as given up like any refusal."""
+    with pytest.raises(CallbackRefused, match="not an absolute http or https URL"):
+        guarded_connection(urlsplit(url), NONE, 1.0, ssl.create_default_context())
