@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -27,6 +28,7 @@ from server.delivery.webhooks import WebhookSender
 from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, receipt_webhook_body
 from server.domain.model import MessageDraft, SenderDraft
 from server.domain.signing import verify
+from server.json_logs import JsonFormatter
 from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
@@ -287,9 +289,16 @@ def test_giving_up_is_a_warning_log_line(rig: Rig, caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.INFO, logger="mplus.webhooks"):
         assert rig.sender(delivery=settings).run_once() == 1
     [record] = caplog.records
-    assert (record.levelname, record.getMessage()) == ("WARNING", "webhook given up")
-    fields = record.fields  # type: ignore[attr-defined]
-    assert fields["message_uuid"] == uuid and fields["outcome"] == "given_up"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["logger"], line["message"]) == (
+        "WARNING",
+        "mplus.webhooks",
+        "webhook given up",
+    )
+    assert (line["message_uuid"], line["attempt"], line["status_code"]) == (uuid, 1, 500)
+    assert (line["outcome"], line["error"]) == ("given_up", "HTTP 500")
+    body, secret = rig.stored(uuid).body, rig.account.webhook_secret
+    assert body not in str(line) and secret not in str(line) and "says no" not in str(line)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", OWN_NAME])
@@ -455,6 +464,9 @@ def test_the_readme_verification_snippet_accepts_a_signed_post(rig: Rig) -> None
     assert not verify_receipt(rig.account.webhook_secret, post.headers, post.body + b" ")
     stale = post.headers | {"timestamp": str(int(post.headers["timestamp"]) - 3600)}
     assert not verify_receipt(rig.account.webhook_secret, stale, post.body)
+    for forged in ({"timestamp": "x"}, {"signature": "é"}, {"timestamp": ""}):
+        assert not verify_receipt(rig.account.webhook_secret, post.headers | forged, post.body)
+    assert not verify_receipt(rig.account.webhook_secret, {}, post.body)
 
 
 def closed_port() -> int:
