@@ -1,1 +1,1 @@
-"""Sending queued messages: the dispatcher that drains the queue and the channel drivers it uses."""
+"""Sending queued messages and reporting on them: dispatcher, channel drivers, receipt webhooks."""

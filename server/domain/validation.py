@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from urllib.parse import urlsplit
 
 from server.config import Limits
+from server.domain.callbacks import allowed_networks, host_refusal
 from server.domain.errors import InvalidRequest, Violation
 from server.domain.model import MessageDraft, OutgoingMessage, SenderType
 
@@ -88,7 +90,7 @@ def _validate_one(
     to = _check_to(draft.to, issues)
     sender_type, sender_id = _check_sender(draft, issues)
     body = _check_body(draft.body, issues, limits)
-    _check_optional(draft.callback, "callback", _callback_problem, issues)
+    _check_optional(draft.callback, "callback", partial(_callback_problem, limits=limits), issues)
     channels = _check_channels(draft.channels, issues)
     _check_optional(draft.id, "id", _id_problem, issues)
     send_at_utc = _check_send_at(draft.send_at, issues, limits, now)
@@ -199,7 +201,7 @@ def _check_optional(
         issues.add(field, description, f"INVALID_{field.upper()}")
 
 
-def _callback_problem(raw: str) -> str | None:
+def _callback_problem(raw: str, limits: Limits) -> str | None:
     if len(raw) > MAX_CALLBACK_CHARS:
         return f"must be at most {MAX_CALLBACK_CHARS} characters, got {len(raw)}"
     invalid = "must be an absolute http or https URL"
@@ -211,7 +213,8 @@ def _callback_problem(raw: str) -> str | None:
         return invalid
     if parts.scheme not in ("http", "https") or not host or _URL_FORBIDDEN.search(raw):
         return invalid
-    return None
+    refusal = host_refusal(host, allowed_networks(limits.callback_allow_networks))
+    return f"must not name a non-public address: {refusal}" if refusal else None
 
 
 def _id_problem(raw: str) -> str | None:

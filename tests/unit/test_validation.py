@@ -382,8 +382,8 @@ LONGEST_CALLBACK = "https://example.com/" + "a" * (2048 - len("https://example.c
         "https://my-website.com/dr?id=first_message",
         "https://example.com:8443/hooks/dr#fragment",
         "https://user:secret@example.com/dr",
-        "http://127.0.0.1:9000/dr",
-        "http://[::1]:9000/dr",
+        "http://93.184.216.34:9000/dr",
+        "http://[2606:4700::6810:85e5]:9000/dr",
         "HTTPS://EXAMPLE.COM/DR",
         LONGEST_CALLBACK,
     ],
@@ -414,6 +414,38 @@ def test_an_absolute_http_or_https_callback_is_accepted(callback: str) -> None:
 )
 def test_a_callback_that_is_not_an_absolute_http_url_is_rejected(callback: str) -> None:
     assert reasons(draft(callback=callback)) == [("messages[0].callback", "INVALID_CALLBACK")]
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        "http://127.0.0.1:9000/dr",
+        "http://[::1]:9000/dr",
+        "http://localhost:9000/dr",
+        "http://LOCALHOST./dr",
+        "http://10.1.2.3/dr",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:127.0.0.1]/dr",
+        "http://[fe80::1]/dr",
+        "http://0.0.0.0/dr",
+    ],
+)
+def test_a_callback_naming_a_non_public_address_is_rejected_unless_allowed(callback: str) -> None:
+    [violation] = rejection(draft(callback=callback))
+    assert (violation.field, violation.reason) == ("messages[0].callback", "INVALID_CALLBACK")
+    assert violation.description.startswith("must not name a non-public address: ")
+    assert "MPLUS_CALLBACK_ALLOW_NETWORKS" in violation.description
+    everything = Limits(callback_allow_networks=("0.0.0.0/0", "::/0"))
+    assert accept_one(draft(callback=callback), limits=everything).callback == callback
+
+
+def test_the_loopback_allowance_admits_loopback_callbacks_only() -> None:
+    loopback = Limits(callback_allow_networks=("127.0.0.0/8", "::1/128"))
+    for callback in ("http://127.0.0.1:9000/dr", "http://[::1]:9000/dr", "http://localhost/dr"):
+        assert accept_one(draft(callback=callback), limits=loopback).callback == callback
+    assert reasons(draft(callback="http://10.0.0.1/dr"), limits=loopback) == [
+        ("messages[0].callback", "INVALID_CALLBACK")
+    ]
 
 
 @pytest.mark.parametrize("callback", ["http://[::1/dr", "https://[not-an-ip]/dr"])
