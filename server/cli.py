@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from server import gateway
 from server.api.server import serve
 from server.config import Settings
+from server.delivery.runner import run_dispatcher
 from server.domain.errors import DomainError
 from server.json_logs import log_json_lines
 from server.service import accounts, senders
@@ -49,11 +50,20 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     return Supervisor(settings, workers=0).run()
 
 
+def cmd_dispatch(settings: Settings, _args: argparse.Namespace) -> int:
+    log_json_lines()
+    run_dispatcher(settings)
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """N gRPC workers and Envoy in the foreground; SIGTERM or Ctrl-C stops them in order."""
+    """N gRPC workers, the dispatchers and Envoy in the foreground; SIGTERM or Ctrl-C stops
+    them in order."""
     settings = dataclasses.replace(settings, workers=args.workers or settings.workers)
     log_json_lines()  # its lines mix with the workers' and Envoy's: all JSON, one a line
-    supervisor = Supervisor(settings, workers=settings.workers)
+    supervisor = Supervisor(
+        settings, workers=settings.workers, dispatchers=settings.delivery.dispatchers
+    )
     ports = ", ".join(str(settings.worker_port(i)) for i in range(settings.workers))
     scheme = "https" if settings.tls_cert else "http"
     logging.getLogger("mplus.up").info(
@@ -174,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("serve", help="run the gRPC server").set_defaults(run=cmd_serve)
+    commands.add_parser(
+        "dispatch", help="send due messages and post their delivery receipts"
+    ).set_defaults(run=cmd_dispatch)
     gateway_parser = commands.add_parser("gateway", help="run Envoy (JSON POST /message)")
     gateway_parser.add_argument("--validate", action="store_true", help="check the config only")
     gateway_parser.set_defaults(run=cmd_gateway)

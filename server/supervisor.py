@@ -1,5 +1,6 @@
-"""`mplus up` and `mplus gateway`: gRPC workers and Envoy as child processes, a child that dies
-restarted, and everything stopped in an order that loses no acknowledged request."""
+"""`mplus up` and `mplus gateway`: gRPC workers, dispatchers and Envoy as child processes, a
+child that dies restarted, and everything stopped in an order that loses no acknowledged
+request."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ class Child:
 class Supervisor:
     settings: Settings
     workers: int
+    dispatchers: int = 0
     run_gateway: bool = True
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -111,6 +113,8 @@ class Supervisor:
             self.children.append(
                 Child(f"worker {index + 1} (gRPC :{port})", [*mplus, "serve"], env)
             )
+        for index in range(self.dispatchers):
+            self.children.append(Child(f"dispatcher {index + 1}", [*mplus, "dispatch"], base))
         if self.run_gateway:
             config = gateway.write_config(self.settings)
             self.children.append(

@@ -1,0 +1,117 @@
+"""`mplus dispatch`: the dispatcher and the receipt webhook sender, each in a loop, until told
+to stop. Both take their work from the database under leases, so any number of these processes
+may run against one database, and one killed at any moment loses nothing."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from sqlalchemy.exc import DBAPIError
+
+from server.config import Settings
+from server.delivery.dispatcher import Dispatcher
+from server.delivery.drivers import driver_for
+from server.delivery.webhooks import WebhookSender
+from server.json_logs import FIELDS
+from server.storage.database import create_database_engine
+from server.storage.errors import StorageUnavailable
+from server.storage.migrate import ensure_current
+from server.storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger("mplus.dispatch")
+
+MAX_OUTAGE_WAIT_S = 5.0
+"""The longest pause between two tries while the database is down."""
+
+
+@dataclass
+class WorkLoop:
+    """Calls `work` (one round: returns how much it did) until `stop` is set; an idle round
+    waits `idle_s`, a failed one waits longer each time up to MAX_OUTAGE_WAIT_S. Neither an
+    outage nor a bug ends the loop: what was claimed and not finished is claimed again once
+    its lease runs out."""
+
+    name: str
+    work: Callable[[], int]
+    stop: threading.Event
+    idle_s: float
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                done = self.work()
+            except (StorageUnavailable, DBAPIError) as error:
+                failures += 1
+                log.warning(
+                    "%s: database unavailable (%s); trying again",
+                    self.name,
+                    error.__class__.__name__,
+                )
+            except Exception:
+                failures += 1
+                log.exception("%s: unexpected error; trying again", self.name)
+            else:
+                failures = 0
+                if done:
+                    continue
+            self.stop.wait(self._pause(failures))
+
+    def _pause(self, failures: int) -> float:
+        if not failures:
+            return self.idle_s
+        return min(MAX_OUTAGE_WAIT_S, self.idle_s * 2.0**failures)
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT; the sends and posts in flight then finish (each bounded by
+    its driver's or webhook's timeout) and are recorded before it returns."""
+    delivery = settings.delivery
+    engine = create_database_engine(
+        settings.database_url, pool_size=4, timeouts=settings.db_timeouts
+    )
+    ensure_current(engine)
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(engine)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping after the work in hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    idle_s = delivery.poll_interval_ms / 1000
+    loops = [
+        WorkLoop(
+            "dispatcher",
+            Dispatcher(unit_of_work, driver_for(delivery), delivery).run_once,
+            stop,
+            idle_s,
+        ),
+        WorkLoop(
+            "webhooks",
+            WebhookSender(unit_of_work, delivery, settings.limits).run_once,
+            stop,
+            idle_s,
+        ),
+    ]
+    threads = [threading.Thread(target=loop.run, name=loop.name) for loop in loops]
+    for thread in threads:
+        thread.start()
+    log.info(
+        "dispatching with the %s driver",
+        delivery.driver,
+        extra={FIELDS: {"driver": delivery.driver, "environment": delivery.environment}},
+    )
+    for thread in threads:
+        thread.join()
+    engine.dispose()
+    log.info("dispatcher stopped")
