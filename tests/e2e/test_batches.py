@@ -321,3 +321,17 @@ def test_grpcurl_reads_a_batch_through_reflection(stack: Stack) -> None:
     codes = grpcurl("-plaintext", stack.grpc_target, "mplus.v1.BatchService/ListReceiptCodes")
     assert codes.returncode == 0, codes.stderr
     assert json.loads(codes.stdout)["codes"][0] == {"code": "00", "description": "Successful"}
+
+
+@SQLITE_ONLY
+def test_the_access_log_names_the_method_the_client_used(stack: Stack) -> None:
+    """The transcoder sends every call upstream as a POST; the log keeps the client's."""
+    key = new_key(stack)
+    batch = add(stack, key)["batchUuid"]
+    assert get(stack, f"/batch/{batch}", key=key).status_code == 200
+    assert delete(stack, f"/batch/{batch}", key=key).status_code == 200  # no dispatcher here
+    lines = [
+        json.loads(line) for line in stack.envoy_log.read_text().splitlines() if '"path"' in line
+    ]
+    seen = {(line["method"], line["path"]) for line in lines}
+    assert {("POST", "/message"), ("GET", f"/batch/{batch}"), ("DELETE", f"/batch/{batch}")} <= seen
