@@ -20,7 +20,7 @@ from sqlalchemy import update
 from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, RECEIPT_CODES, ReceiptCode
 from server.service import accounts
 from server.storage.tables import queued_messages
-from tests.e2e.conftest import SQLITE_ONLY, Stack
+from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
 from tests.e2e.test_grpc import call_error, grpcurl
 
 TOMORROW_9 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=0, second=0)
@@ -330,8 +330,10 @@ def test_the_access_log_names_the_method_the_client_used(stack: Stack) -> None:
     batch = add(stack, key)["batchUuid"]
     assert get(stack, f"/batch/{batch}", key=key).status_code == 200
     assert delete(stack, f"/batch/{batch}", key=key).status_code == 200  # no dispatcher here
-    lines = [
-        json.loads(line) for line in stack.envoy_log.read_text().splitlines() if '"path"' in line
-    ]
-    seen = {(line["method"], line["path"]) for line in lines}
-    assert {("POST", "/message"), ("GET", f"/batch/{batch}"), ("DELETE", f"/batch/{batch}")} <= seen
+    wanted = {("POST", "/message"), ("GET", f"/batch/{batch}"), ("DELETE", f"/batch/{batch}")}
+
+    def logged() -> set[tuple[str, str]]:
+        lines = stack.envoy_log.read_text().splitlines()
+        return {(e["method"], e["path"]) for e in map(json.loads, lines) if "path" in e}
+
+    wait_until(lambda: wanted <= logged(), "Envoy to flush its access log (every second)")
