@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -65,6 +66,13 @@ class Metrics:
         )
 
 
+class Registered(Protocol):
+    """Instruments kept in a registry of their own: a server's Metrics, a dispatcher's."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
 @dataclass
 class MetricsListener:
     """The HTTP server answering Prometheus scrapes, on a thread of its own."""
@@ -82,7 +90,7 @@ class MetricsListener:
         self.thread.join()
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int) -> MetricsListener:
+def serve_metrics(metrics: Registered, host: str, port: int) -> MetricsListener:
     """Serves `metrics` on host:port (port 0 picks a free one); OSError when it cannot bind."""
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsListener(server, thread)
