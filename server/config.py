@@ -81,9 +81,10 @@ class Delivery:
     """The longest wait between two posts of one receipt."""
     environment: str = "production"
     """Sent as the `environment` header of every signed webhook."""
-    metrics_port: int = 0
-    """Prometheus /metrics of the first dispatcher (0: off); `Settings.from_env` makes it
-    MPLUS_METRICS_PORT + METRICS_PORT_OFFSET unless MPLUS_DISPATCH_METRICS_PORT says."""
+    metrics_port: int = 9564
+    """Prometheus /metrics of the first dispatcher, on the gRPC host (0: off); from the
+    environment MPLUS_DISPATCH_METRICS_PORT, else MPLUS_METRICS_PORT + DISPATCH_METRICS_OFFSET
+    (0 when that is 0)."""
     index: int = 0
     """Which of several dispatcher processes this is (0-based); its metrics port is offset by it."""
 
