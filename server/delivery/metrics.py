@@ -8,7 +8,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from server.api.metrics import SECONDS_BUCKETS
+from server.api.metrics import SECONDS_BUCKETS, db_transaction_histogram
 from server.delivery.webhooks import PostOutcome
 from server.domain.delivery import AttemptOutcome, MessageStatus, known_receipt_code
 from server.storage.unit_of_work import UnitOfWork
@@ -28,74 +28,68 @@ class DeliveryMetrics:
     it is the recorder of both `Dispatcher` and `WebhookSender`."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        registry = self.registry
-        self.sends = Counter(
+        self.registry = registry = CollectorRegistry()
+
+        def counter(name: str, documentation: str, labels: list[str]) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        def seconds(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(
+                name, documentation, labels, buckets=SECONDS_BUCKETS, registry=registry
+            )
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, registry=registry)
+
+        self.sends = counter(
             "mplus_dispatch_sends_total",
             "Driver calls by channel and what the driver answered: accepted, rejected, "
             "unsupported, try_later, or error (it raised; tried again like try_later)",
             ["channel", "outcome"],
-            registry=registry,
         )
-        self.send_duration = Histogram(
+        self.send_duration = seconds(
             "mplus_dispatch_send_duration_seconds",
             "Time one driver call took, by channel",
-            ["channel"],
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
+            ("channel",),
         )
-        self.messages_finished = Counter(
+        self.messages_finished = counter(
             "mplus_messages_finished_total",
             "Messages that reached their final state (delivered or failed), by receipt code "
             f"(`{OTHER_CODE}` for a carrier's own)",
             ["status", "code"],
-            registry=registry,
         )
-        self.webhook_posts = Counter(
+        self.webhook_posts = counter(
             "mplus_webhook_posts_total",
             "Receipt webhook tries by result: delivered (2xx), retry, given_up (the last "
             "failure), refused (destination forbidden: nothing posted)",
             ["result"],
-            registry=registry,
         )
-        self.webhook_post_duration = Histogram(
+        self.webhook_post_duration = seconds(
             "mplus_webhook_post_duration_seconds",
             "Time one receipt post took, from connecting to the answer (or its failure)",
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
         )
-        self.db_transaction_duration = Histogram(
-            "mplus_db_transaction_duration_seconds",
-            "Time from taking a database connection to commit or rollback, per transaction",
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.backlog = Gauge(
+        self.db_transaction_duration = db_transaction_histogram(registry)
+        self.backlog = gauge(
             "mplus_dispatch_backlog_messages",
             f"Messages due and held by no dispatcher (counted up to {BACKLOG_CAP})",
-            registry=registry,
         )
-        self.backlog_oldest = Gauge(
+        self.backlog_oldest = gauge(
             "mplus_dispatch_backlog_oldest_seconds",
             "How long the longest due of them has been due (0: none)",
-            registry=registry,
         )
-        self.webhooks_pending = Gauge(
+        self.webhooks_pending = gauge(
             "mplus_webhook_receipts_pending",
             "Receipts not yet delivered nor given up: due, being posted, or waiting for a "
             f"retry (counted up to {BACKLOG_CAP})",
-            registry=registry,
         )
-        self.webhooks_oldest = Gauge(
+        self.webhooks_oldest = gauge(
             "mplus_webhook_backlog_oldest_seconds",
             "How long the longest due receipt has been due and not posted (0: none)",
-            registry=registry,
         )
-        self.backlog_read = Gauge(
+        self.backlog_read = gauge(
             "mplus_dispatch_backlog_read_timestamp_seconds",
             "When the backlog gauges were last read from the database (Unix time): an old "
             "value means the database could not be read",
-            registry=registry,
         )
 
     def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:

@@ -7,8 +7,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,23 +24,12 @@ from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.storage.unit_of_work import UnitOfWork
+from tests.integration.test_dispatcher import Clock
 from tests.webhook_receiver import receiving
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BODY = "metrics body 5e1d"
 SETTINGS = Delivery(retry_ms=2_000, max_attempts=3, claim_batch=100, webhook_timeout_ms=2_000)
 CARRIER_OWN = ReceiptCode("X9", "the carrier's own code", False)
-
-
-@dataclass
-class Clock:
-    at: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
 
 
 class Sandbox:
@@ -107,7 +95,7 @@ def test_sends_are_counted_by_channel_and_outcome_and_each_finished_message_once
     with caplog.at_level(logging.INFO, logger="mplus.dispatch"):
         for _ in range(6):
             sending.run_once()
-            clock.advance(10)  # past any retry's backoff (2 s, then 4 s, ± 20 %)
+            clock.advance(timedelta(seconds=10))  # past any retry's backoff (2 s, then 4 s, ± 20 %)
 
     sample = metrics.registry.get_sample_value
     sends = {
@@ -175,7 +163,7 @@ def test_the_backlog_gauges_count_due_unclaimed_messages_and_pending_receipts(
     callback = "https://example.com/dr"
     queue(unit_of_work, account.key, clock, *[draft(f"44770090000{i}") for i in range(3)])
     queue(unit_of_work, account.key, clock, draft("447700900005", callback=callback))
-    clock.advance(90)
+    clock.advance(timedelta(seconds=90))
     sample = metrics.registry.get_sample_value
 
     def read() -> tuple[float | None, ...]:
@@ -199,9 +187,9 @@ def test_the_backlog_gauges_count_due_unclaimed_messages_and_pending_receipts(
         assert uow.dispatch.backlog(clock(), cap=1).count == 1  # counting stops at the cap
 
     dispatcher(unit_of_work, clock, metrics).run_once()  # sends the other two: no backlog
-    clock.advance(10)
+    clock.advance(timedelta(seconds=10))
     assert read() == (0, 0, 1, 10)  # the receipt queued 10 s ago, not yet posted
-    clock.advance(25)  # the other dispatcher's lease ran out 5 s ago: due again
+    clock.advance(timedelta(seconds=25))  # the other dispatcher's lease ran out 5 s ago: due again
     assert read() == (2, 5, 1, 35)
 
 
@@ -232,7 +220,7 @@ def test_webhook_posts_are_counted_by_result_and_timed(
         assert sample("mplus_webhook_posts_total", {"result": "refused"}) == 1  # never posted
         assert sample("mplus_webhook_post_duration_seconds_count") == 2
 
-        clock.advance(3600)  # past the backoff, and past a 60 s retry period
+        clock.advance(timedelta(seconds=3600))  # past the backoff, and past a 60 s retry period
         receiver.answer("500")
         assert sender(60).run_once() == 1
         assert sample("mplus_webhook_posts_total", {"result": "given_up"}) == 1
