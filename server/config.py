@@ -11,6 +11,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout the service runs from (installed editable): holds envoy/ and migrations/."""
 
+DISPATCH_METRICS_OFFSET = 100
+"""Dispatchers' metrics ports start this far above the workers' (MPLUS_METRICS_PORT): past
+the 64 workers `mplus up` may run, so the two ranges never meet by default."""
 MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
 """Rate limits in requests per second: from one per ~17 minutes to what no host serves."""
 
@@ -78,6 +81,17 @@ class Delivery:
     """The longest wait between two posts of one receipt."""
     environment: str = "production"
     """Sent as the `environment` header of every signed webhook."""
+    metrics_port: int = 9564
+    """Prometheus /metrics of the first dispatcher, on the gRPC host (0: off); from the
+    environment MPLUS_DISPATCH_METRICS_PORT, else MPLUS_METRICS_PORT + DISPATCH_METRICS_OFFSET
+    (0 when that is 0)."""
+    index: int = 0
+    """Which of several dispatcher processes this is (0-based); its metrics port is offset by it."""
+
+    @property
+    def process_metrics_port(self) -> int:
+        """This dispatcher's metrics port: `metrics_port` + `index`, or 0 (off)."""
+        return self.metrics_port + self.index if self.metrics_port else 0
 
 
 @dataclass(frozen=True)
@@ -311,7 +325,7 @@ class Settings:
             db_health_interval_ms=integer(
                 "MPLUS_DB_HEALTH_INTERVAL_MS", defaults.db_health_interval_ms, 0, 3_600_000
             ),
-            delivery=_delivery(env, integer, milliseconds),
+            delivery=_delivery(env, integer, milliseconds, metrics_port, workers),
         )
 
 
@@ -319,9 +333,15 @@ def _delivery(
     env: Mapping[str, str],
     integer: Callable[..., int],
     milliseconds: Callable[[str, int], int],
+    workers_metrics_port: int,
+    workers: int,
 ) -> Delivery:
     """The MPLUS_DISPATCH_*, MPLUS_WEBHOOK_* and driver settings."""
     defaults = Delivery()
+    dispatchers = integer("MPLUS_DISPATCHERS", defaults.dispatchers, 0, 64)
+    metrics_port, index = _dispatch_metrics_port(
+        env, integer, workers_metrics_port, workers, dispatchers
+    )
     driver = env.get("MPLUS_CHANNEL_DRIVER") or defaults.driver
     if driver not in ("sandbox", "http"):
         raise SystemExit(f"MPLUS_CHANNEL_DRIVER must be sandbox or http, got {driver!r}")
@@ -339,7 +359,7 @@ def _delivery(
             f"got {backoff} > {backoff_cap}"
         )
     return Delivery(
-        dispatchers=integer("MPLUS_DISPATCHERS", defaults.dispatchers, 0, 64),
+        dispatchers=dispatchers,
         poll_interval_ms=milliseconds("MPLUS_DISPATCH_INTERVAL_MS", defaults.poll_interval_ms),
         claim_batch=integer("MPLUS_DISPATCH_BATCH", defaults.claim_batch, 1, 10_000),
         lease_ms=milliseconds("MPLUS_DISPATCH_LEASE_MS", defaults.lease_ms),
@@ -358,7 +378,40 @@ def _delivery(
         webhook_backoff_ms=backoff,
         webhook_backoff_cap_ms=backoff_cap,
         environment=env.get("MPLUS_ENVIRONMENT") or defaults.environment,
+        metrics_port=metrics_port,
+        index=index,
     )
+
+
+def _dispatch_metrics_port(
+    env: Mapping[str, str],
+    integer: Callable[..., int],
+    workers_metrics_port: int,
+    workers: int,
+    dispatchers: int,
+) -> tuple[int, int]:
+    """MPLUS_DISPATCH_METRICS_PORT (by default MPLUS_METRICS_PORT + DISPATCH_METRICS_OFFSET,
+    or 0 when that is 0) and MPLUS_DISPATCHER_INDEX. Refused when a dispatcher's port would
+    pass 65535, or when `mplus up`'s dispatchers and workers would share one."""
+    derived = workers_metrics_port + DISPATCH_METRICS_OFFSET if workers_metrics_port else 0
+    port = integer("MPLUS_DISPATCH_METRICS_PORT", min(derived, 65535))
+    index = integer("MPLUS_DISPATCHER_INDEX", 0, 0, 63)
+    if not port:
+        return 0, index
+    last = port + max(index, dispatchers - 1)
+    if last > 65535:
+        raise SystemExit(
+            "MPLUS_DISPATCH_METRICS_PORT + the dispatcher index must be at most 65535, "
+            f"got {port} + {last - port}"
+        )
+    workers_last = workers_metrics_port + workers - 1
+    if workers_metrics_port and port <= workers_last and workers_metrics_port <= last:
+        raise SystemExit(
+            f"MPLUS_DISPATCH_METRICS_PORT {port} (to {last}, one port per dispatcher) overlaps "
+            f"the workers' metrics ports MPLUS_METRICS_PORT {workers_metrics_port} (to "
+            f"{workers_last}, one per worker)"
+        )
+    return port, index
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -114,7 +114,8 @@ class Supervisor:
                 Child(f"worker {index + 1} (gRPC :{port})", [*mplus, "serve"], env)
             )
         for index in range(self.dispatchers):
-            self.children.append(Child(f"dispatcher {index + 1}", [*mplus, "dispatch"], base))
+            env = {**base, "MPLUS_DISPATCHER_INDEX": str(index)}
+            self.children.append(Child(f"dispatcher {index + 1}", [*mplus, "dispatch"], env))
         if self.run_gateway:
             config = gateway.write_config(self.settings)
             self.children.append(

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def db_transaction_histogram(registry: CollectorRegistry) -> Histogram:
+    """Every process that writes to the database has it: `UnitOfWork`'s `on_finish`."""
+    return Histogram(
+        "mplus_db_transaction_duration_seconds",
+        "Time from taking a database connection to commit or rollback, per transaction",
+        buckets=SECONDS_BUCKETS,
+        registry=registry,
+    )
 
 
 class Metrics:
@@ -52,17 +63,19 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.db_transaction_duration = Histogram(
-            "mplus_db_transaction_duration_seconds",
-            "Time from taking a database connection to commit or rollback, per transaction",
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
+        self.db_transaction_duration = db_transaction_histogram(registry)
         self.in_flight = Gauge(
             "mplus_requests_in_flight",
             "Calls being handled now",
             registry=registry,
         )
+
+
+class Registered(Protocol):
+    """Instruments kept in a registry of their own: a server's Metrics, a dispatcher's."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
 
 
 @dataclass
@@ -82,7 +95,7 @@ class MetricsListener:
         self.thread.join()
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int) -> MetricsListener:
+def serve_metrics(metrics: Registered, host: str, port: int) -> MetricsListener:
     """Serves `metrics` on host:port (port 0 picks a free one); OSError when it cannot bind."""
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsListener(server, thread)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from server.config import Delivery
 from server.delivery.drivers import (
@@ -48,6 +50,47 @@ JITTER = 0.2
 """A retry waits its backoff ± this fraction, so that messages failed together spread out."""
 
 
+class DispatchRecorder(Protocol):
+    """Hears what the dispatcher did, to count it (metrics); the rules never depend on it."""
+
+    def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
+        """A driver call on `channel` answered `outcome` (ERROR: it raised) in `seconds`."""
+        ...
+
+    def finished(self, status: MessageStatus, code: str) -> None:
+        """A message reached its final `status` (delivered or failed) with receipt `code`;
+        heard once the state is committed, once per message."""
+        ...
+
+
+class Unrecorded:
+    """The recorder by default: hears nothing."""
+
+    def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
+        pass
+
+    def finished(self, status: MessageStatus, code: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A message's final state, written (not yet committed) under its lease."""
+
+    receipt: ReceiptCode
+    channel: str | None
+    attempts: int
+
+    @property
+    def status(self) -> MessageStatus:
+        return MessageStatus.DELIVERED if self.receipt.delivered else MessageStatus.FAILED
+
+
+Step = Finished | bool
+"""What a write under a lease came to: the message finished, moved on (True), or nothing
+written because the lease was lost (False)."""
+
+
 @dataclass
 class Dispatcher:
     """Drains the queue: `run_once()` in a loop, with a pause whenever it answers 0."""
@@ -59,6 +102,7 @@ class Dispatcher:
     owner: str | None = None
     """This dispatcher's name in its logs; the host and process id by default. Leases are not
     held in its name: each claim takes a fresh random token."""
+    recorder: DispatchRecorder = field(default_factory=Unrecorded)
 
     def __post_init__(self) -> None:
         self._name = self.owner or f"{socket.gethostname()}:{os.getpid()}"
@@ -121,37 +165,58 @@ class Dispatcher:
             channel=claim.channels[claim.channel_index],
             attempt=claim.attempts + 1,
         )
+        started = time.perf_counter()
         try:
             outcome: Outcome = self.driver.send(dispatch)
             kind = _kind(outcome)
         except Exception as error:  # a driver's bug must not stop the queue nor lose a message
             log.exception("the channel driver failed", extra={FIELDS: self._fields(claim)})
             outcome, kind = TryLater(f"driver error: {type(error).__name__}"), AttemptOutcome.ERROR
+        self.recorder.sent(dispatch.channel, kind, time.perf_counter() - started)
 
-        def record(uow: UnitOfWork, now: datetime) -> bool:
-            if not self._next_state(uow, claim, dispatch, outcome, now):
+        def record(uow: UnitOfWork, now: datetime) -> Step:
+            step = self._next_state(uow, claim, dispatch, outcome, now)
+            if step is False:
                 return False
             code, description = _attempt_details(outcome)
             uow.dispatch.record_attempt(
                 claim.message_uuid, dispatch.channel, dispatch.attempt, kind, code, description, now
             )
-            return True
+            return step
 
         self._in_lease(claim, record)
 
     def _in_lease(
-        self, claim: ClaimedMessage, write: Callable[[UnitOfWork, datetime], bool]
+        self, claim: ClaimedMessage, write: Callable[[UnitOfWork, datetime], Step]
     ) -> None:
         """Runs `write` in a transaction of its own and commits, unless it answers False: the
-        lease was lost to another dispatcher, and nothing at all is recorded."""
+        lease was lost to another dispatcher, and nothing at all is recorded. A message it
+        finished is logged and recorded once committed."""
         with self.unit_of_work() as uow:
-            if not write(uow, self.environment.now()):
+            step = write(uow, self.environment.now())
+            if step is False:
                 log.info(
                     "lease lost: another dispatcher claimed the message; nothing recorded",
                     extra={FIELDS: self._fields(claim)},
                 )
                 return
             uow.commit()
+        if isinstance(step, Finished):
+            self._finished(claim, step)
+
+    def _finished(self, claim: ClaimedMessage, finished: Finished) -> None:
+        """The one line a message's final state writes, and its count."""
+        status, receipt = finished.status, finished.receipt
+        fields = {
+            **self._fields(claim),
+            "status": status.value,
+            "channel": finished.channel,
+            "code": receipt.code,
+            "attempts": finished.attempts,
+            "callback": claim.callback is not None,
+        }
+        log.info(f"message {status.value}", extra={FIELDS: fields})
+        self.recorder.finished(status, receipt.code)
 
     def _next_state(
         self,
@@ -160,7 +225,7 @@ class Dispatcher:
         dispatch: Dispatch,
         outcome: Outcome,
         now: datetime,
-    ) -> bool:
+    ) -> Step:
         channel, attempt = dispatch.channel, dispatch.attempt
         if isinstance(outcome, Accepted) and outcome.receipt_after_s > 0:
             receipt_due_at = now + timedelta(seconds=outcome.receipt_after_s)
@@ -183,7 +248,7 @@ class Dispatcher:
         receipt: ReceiptCode,
         now: datetime,
         tried: Dispatch | None = None,
-    ) -> bool:
+    ) -> Step:
         """The final state and, when the message has a callback, its receipt webhook. `tried`
         is the try that ended it, if a try did."""
         channel, attempts = (
@@ -196,7 +261,7 @@ class Dispatcher:
                 claim.destination, claim.batch_uuid, claim.message_uuid, receipt
             )
             uow.webhooks.add(claim.message_uuid, claim.account_id, claim.callback, body, now)
-        return True
+        return Finished(receipt, channel, attempts)
 
     def _backoff(self, attempts: int) -> timedelta:
         """`retry_ms`, doubled for each try after the first, ± JITTER, at most MAX_RETRY_DELAY."""

@@ -13,11 +13,14 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
+from server.api.metrics import MetricsListener, serve_metrics
 from server.config import Settings
 from server.delivery.dispatcher import Dispatcher
 from server.delivery.drivers import driver_for
+from server.delivery.metrics import BACKLOG_REFRESH_S, DeliveryMetrics
 from server.delivery.webhooks import WebhookSender
 from server.json_logs import FIELDS
+from server.service.clock import Environment
 from server.storage.database import create_database_engine
 from server.storage.errors import StorageUnavailable
 from server.storage.migrate import ensure_current
@@ -70,15 +73,18 @@ class WorkLoop:
 
 def run_dispatcher(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT; the sends and posts in flight then finish (each bounded by
-    its driver's or webhook's timeout) and are recorded before it returns."""
+    its driver's or webhook's timeout) and are recorded before it returns. Its metrics are
+    served on `delivery.process_metrics_port` (0: none) of MPLUS_GRPC_HOST."""
     delivery = settings.delivery
     engine = create_database_engine(
         settings.database_url, pool_size=4, timeouts=settings.db_timeouts
     )
     ensure_current(engine)
+    metrics = DeliveryMetrics()
+    listener = _metrics_listener(metrics, settings)
 
     def unit_of_work() -> UnitOfWork:
-        return UnitOfWork(engine)
+        return UnitOfWork(engine, metrics.db_transaction_duration.observe)
 
     stop = threading.Event()
 
@@ -89,29 +95,55 @@ def run_dispatcher(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     idle_s = delivery.poll_interval_ms / 1000
+    environment = Environment()
+    dispatcher = Dispatcher(
+        unit_of_work, driver_for(delivery), delivery, environment, recorder=metrics
+    )
+    sender = WebhookSender(unit_of_work, delivery, settings.limits, recorder=metrics)
     loops = [
-        WorkLoop(
-            "dispatcher",
-            Dispatcher(unit_of_work, driver_for(delivery), delivery).run_once,
-            stop,
-            idle_s,
-        ),
-        WorkLoop(
-            "webhooks",
-            WebhookSender(unit_of_work, delivery, settings.limits).run_once,
-            stop,
-            idle_s,
-        ),
+        WorkLoop("dispatcher", dispatcher.run_once, stop, idle_s),
+        WorkLoop("webhooks", sender.run_once, stop, idle_s),
     ]
+    if listener is not None:
+        loops.append(
+            WorkLoop(
+                "backlog",
+                lambda: metrics.read_backlog(unit_of_work, environment.now()),
+                stop,
+                BACKLOG_REFRESH_S,
+            )
+        )
     threads = [threading.Thread(target=loop.run, name=loop.name) for loop in loops]
     for thread in threads:
         thread.start()
     log.info(
         "dispatching with the %s driver",
         delivery.driver,
-        extra={FIELDS: {"driver": delivery.driver, "environment": delivery.environment}},
+        extra={
+            FIELDS: {
+                "driver": delivery.driver,
+                "environment": delivery.environment,
+                "metrics_port": delivery.process_metrics_port,
+            }
+        },
     )
     for thread in threads:
         thread.join()
+    if listener is not None:
+        listener.stop()
     engine.dispose()
     log.info("dispatcher stopped")
+
+
+def _metrics_listener(metrics: DeliveryMetrics, settings: Settings) -> MetricsListener | None:
+    port = settings.delivery.process_metrics_port
+    if not port:
+        return None
+    try:
+        return serve_metrics(metrics, settings.grpc_host, port)
+    except OSError as error:
+        raise SystemExit(
+            f"cannot serve the dispatcher's metrics on port {port} of {settings.grpc_host}: "
+            f"{error.strerror} (MPLUS_DISPATCH_METRICS_PORT, MPLUS_DISPATCHER_INDEX; 0 turns "
+            "them off)"
+        ) from None

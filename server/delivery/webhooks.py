@@ -16,11 +16,13 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from http.client import HTTPConnection, HTTPException
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from server.config import Delivery, Limits
@@ -44,6 +46,27 @@ LEASE_MARGIN = timedelta(seconds=60)
 recording the results."""
 ERROR_EXCERPT_CHARS = 200
 """How much of a refusing receiver's answer `last_error` keeps, to help whoever reads it."""
+
+
+PostOutcome = Literal["delivered", "retry", "given_up", "refused"]
+"""What came of one try: a 2xx; a failure to try again later; the last failure; or a
+destination the SSRF rule forbids (nothing posted, given up at once)."""
+
+
+class WebhookRecorder(Protocol):
+    """Hears what the sender did, to count it (metrics); the rules never depend on it."""
+
+    def posted(self, outcome: PostOutcome, seconds: float | None) -> None:
+        """One try came to `outcome`, recorded under the lease; `seconds` from connect to
+        the answer (None: refused, nothing was posted)."""
+        ...
+
+
+class Unrecorded:
+    """The recorder by default: hears nothing."""
+
+    def posted(self, outcome: PostOutcome, seconds: float | None) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -85,10 +108,12 @@ class WebhookSender:
         owner: str | None = None,
         *,
         tls: ssl.SSLContext | None = None,
+        recorder: WebhookRecorder | None = None,
     ) -> None:
         """`owner` names this sender's leases (a fresh uuid by default); `tls` verifies https
-        receivers (the system's CAs by default)."""
+        receivers (the system's CAs by default); `recorder` hears each try's outcome."""
         self._unit_of_work = unit_of_work
+        self._recorder = recorder or Unrecorded()
         self._delivery = delivery
         self._allowed = allowed_networks(limits.callback_allow_networks)
         self._environment = environment
@@ -115,23 +140,27 @@ class WebhookSender:
 
     def _deliver(self, receipt: DueReceipt) -> None:
         """Posts one claimed receipt and records what came of it, under this sender's lease."""
+        started = time.perf_counter()
         result = self._post(receipt)
+        seconds = None if result.refused else time.perf_counter() - started
         now = self._environment.now()
         uuid, owner, error = receipt.message_uuid, self.owner, _last_error(result)
         attempt = receipt.attempts + (0 if result.refused else 1)
         give_up_at = receipt.created_at + timedelta(seconds=self._delivery.webhook_retry_for_s)
         fields: dict[str, object] = {
             "message_uuid": uuid,
+            "batch_uuid": receipt.batch_uuid,
             "attempt": attempt,
             "status_code": result.status,
             "error": result.error,
         }
+        outcome: PostOutcome
         with self._unit_of_work() as uow:
             if result.delivered:
                 outcome, recorded = "delivered", uow.webhooks.delivered(uuid, owner, now)
             elif result.refused or now >= give_up_at:
                 posted = not result.refused
-                outcome = "given_up"
+                outcome = "given_up" if posted else "refused"
                 recorded = uow.webhooks.given_up(uuid, owner, error, now, posted=posted)
             else:
                 wait = backoff(attempt, self._delivery, self._environment.rng)
@@ -139,10 +168,12 @@ class WebhookSender:
                 outcome, recorded = "retry", uow.webhooks.retry_at(uuid, owner, error, due_at)
                 fields["retry_at"] = due_at.isoformat()
             uow.commit()
-        fields["outcome"] = outcome
+        fields["outcome"] = "given_up" if outcome == "refused" else outcome
         if not recorded:
             log.warning("webhook result not recorded: lease lost", extra={FIELDS: fields})
-        elif outcome == "given_up":
+            return
+        self._recorder.posted(outcome, seconds)
+        if outcome in ("given_up", "refused"):
             log.warning("webhook given up", extra={FIELDS: fields})
         else:
             log.info(f"webhook {outcome}", extra={FIELDS: fields})

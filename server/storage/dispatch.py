@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, insert, select, update
+from sqlalchemy import ColumnElement, Connection, case, func, insert, literal, select, update
 
 from server.domain.delivery import AttemptOutcome, MessageStatus, ReceiptCode, known_receipt_code
 from server.storage.tables import delivery_attempts, queued_messages
@@ -40,6 +40,28 @@ class ClaimedMessage:
     lease_owner: str
     due_at: datetime
     """When the lease runs out."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work waiting in a table: how much, counted up to a cap, and the longest waiting's
+    `due_at` (None when nothing is due)."""
+
+    count: int
+    oldest_due_at: datetime | None
+
+
+def count_up_to(cap: int, *where: ColumnElement[bool]) -> Any:
+    """`count(*)` of the rows `where` selects, reading `cap` of them at the most: a scalar
+    subquery whose cost an index bounds however large the table grows."""
+    rows = select(literal(1)).where(*where).limit(cap).subquery()
+    return select(func.count()).select_from(rows).scalar_subquery()
+
+
+def first_due(due_at: ColumnElement[datetime], *where: ColumnElement[bool]) -> Any:
+    """The least `due_at` of the rows `where` selects, as a scalar subquery: ORDER BY … LIMIT 1,
+    one step down an index on (…, due_at) where min() might read the whole range."""
+    return select(due_at).where(*where).order_by(due_at).limit(1).scalar_subquery()
 
 
 class DispatchRepository:
@@ -85,6 +107,18 @@ class DispatchRepository:
             .returning(*queued_messages.c)
         ).all()
         return [_claimed(row) for row in rows]  # RETURNING keeps no order: none is promised
+
+    def backlog(self, now: datetime, cap: int) -> Backlog:
+        """Messages due by `now` that no dispatcher holds (CLAIMABLE: a lease that ran out
+        counts), up to `cap`, and the longest due. One statement of index range reads on
+        (status, due_at), one status at a time."""
+        table = queued_messages
+        due = [(table.c.status == status, table.c.due_at <= now) for status in CLAIMABLE]
+        counts = [count_up_to(cap, *where) for where in due]
+        oldest = [first_due(table.c.due_at, *where) for where in due]
+        row = self._connection.execute(select(*counts, *oldest)).one()
+        found = [at for at in row[len(counts) :] if at is not None]
+        return Backlog(min(cap, sum(row[: len(counts)])), min(found, default=None))
 
     def requeue(
         self,

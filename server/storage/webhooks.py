@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from server.storage.tables import accounts, webhook_deliveries
+from server.storage.dispatch import Backlog, count_up_to, first_due
+from server.storage.tables import accounts, queued_messages, webhook_deliveries
 
 PENDING, DELIVERED, GIVEN_UP = "pending", "delivered", "given_up"
 
@@ -18,6 +19,7 @@ class DueReceipt:
     """A claimed receipt: what to post where, signed with the account's secret as it is now."""
 
     message_uuid: str
+    batch_uuid: str
     url: str
     body: str
     attempts: int
@@ -71,6 +73,7 @@ class WebhookOutbox:
         rows = self._connection.execute(
             select(
                 table.c.message_uuid,
+                queued_messages.c.batch_uuid,
                 table.c.url,
                 table.c.body,
                 table.c.attempts,
@@ -78,10 +81,20 @@ class WebhookOutbox:
                 accounts.c.webhook_secret.label("secret"),
             )
             .join(accounts, accounts.c.id == table.c.account_id)
+            .join(queued_messages, queued_messages.c.message_uuid == table.c.message_uuid)
             .where(table.c.message_uuid.in_(claimed))
             .order_by(table.c.created_at, table.c.message_uuid)
         )
         return [DueReceipt(**row._mapping) for row in rows]
+
+    def backlog(self, now: datetime, cap: int) -> Backlog:
+        """Receipts pending (to post, or waiting to be posted again), up to `cap`, and the
+        longest due of them; index range reads on (status, due_at)."""
+        table = webhook_deliveries
+        pending = table.c.status == PENDING
+        oldest = first_due(table.c.due_at, pending, table.c.due_at <= now)
+        row = self._connection.execute(select(count_up_to(cap, pending), oldest)).one()
+        return Backlog(row[0], row[1])
 
     def delivered(self, message_uuid: str, owner: str, now: datetime) -> bool:
         """Records a 2xx answer; False when `owner`'s lease was lost (the result is dropped)."""

@@ -86,6 +86,7 @@ def make_cli(state_dir: Path, database_url: str | None, workers: int = 1) -> Cli
         "MPLUS_HTTP_PORT": str(http_port),
         "MPLUS_ENVOY_ADMIN_PORT": str(admin_port),
         "MPLUS_METRICS_PORT": str(free_port()),
+        "MPLUS_DISPATCH_METRICS_PORT": str(consecutive_free_ports(4)),  # up to 4 dispatchers
     }
     if database_url is not None:
         env["MPLUS_DATABASE_URL"] = database_url

@@ -200,3 +200,65 @@ def test_a_burst_too_small_for_its_rate_is_refused() -> None:
         {"MPLUS_RATE_LIMIT_PER_KEY": "500", "MPLUS_RATE_LIMIT_BURST": "100"}
     )
     assert (settings.rate_limit_per_key, settings.rate_limit_burst) == (500, 100)
+
+
+def test_dispatchers_serve_metrics_100_above_the_workers_and_dispatcher_i_on_the_port_plus_i() -> (
+    None
+):
+    assert Settings().delivery.process_metrics_port == 9564
+    assert Settings.from_env({}).delivery.process_metrics_port == 9564
+    third = Settings.from_env({"MPLUS_METRICS_PORT": "9500", "MPLUS_DISPATCHER_INDEX": "2"})
+    assert (third.process_metrics_port, third.delivery.process_metrics_port) == (9500, 9602)
+    own = Settings.from_env({"MPLUS_DISPATCH_METRICS_PORT": "7000", "MPLUS_DISPATCHER_INDEX": "1"})
+    assert own.delivery.process_metrics_port == 7001
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MPLUS_METRICS_PORT": "0"},
+        {"MPLUS_DISPATCH_METRICS_PORT": "0", "MPLUS_DISPATCHER_INDEX": "3"},
+    ],
+)
+def test_dispatch_metrics_are_off_with_port_0_or_when_the_workers_have_none(
+    env: dict[str, str],
+) -> None:
+    assert Settings.from_env(env).delivery.process_metrics_port == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        (
+            {"MPLUS_DISPATCH_METRICS_PORT": "65535", "MPLUS_DISPATCHER_INDEX": "1"},
+            "MPLUS_DISPATCH_METRICS_PORT + the dispatcher index must be at most 65535",
+        ),
+        (
+            {"MPLUS_DISPATCH_METRICS_PORT": "65534", "MPLUS_DISPATCHERS": "3"},
+            "must be at most 65535",
+        ),
+        ({"MPLUS_DISPATCHER_INDEX": "64"}, "MPLUS_DISPATCHER_INDEX must be between 0 and 63"),
+        (
+            {
+                "MPLUS_METRICS_PORT": "9000",
+                "MPLUS_WORKERS": "4",
+                "MPLUS_DISPATCH_METRICS_PORT": "9003",
+            },
+            "overlaps the workers' metrics ports",
+        ),
+        (
+            {
+                "MPLUS_METRICS_PORT": "9002",
+                "MPLUS_DISPATCHERS": "3",
+                "MPLUS_DISPATCH_METRICS_PORT": "9000",
+            },
+            "overlaps the workers' metrics ports",
+        ),
+    ],
+)
+def test_dispatch_metrics_ports_that_pass_65535_or_meet_the_workers_are_refused(
+    env: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        Settings.from_env(env)
+    assert complaint in str(raised.value)
