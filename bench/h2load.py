@@ -54,9 +54,11 @@ def run(
     body: Path,
     headers: dict[str, str],
     clients: int,
-    seconds: float,
+    seconds: float | None = None,
+    requests: int | None = None,
 ) -> Sample:
-    """`clients` connections, one request in flight on each, for `seconds`.
+    """`clients` connections, one request in flight on each, for `seconds` or until
+    `requests` requests have been answered.
 
     h2load prints min/mean/max of request time, not percentiles: p50/p99 come from its
     per-request log. Every request must succeed with a 2xx; a gRPC error also arrives as
@@ -74,8 +76,11 @@ def run(
             "1",
             "--max-concurrent-streams",
             "1",
-            "--duration",
-            f"{round(seconds * 1000)}ms",  # h2load takes whole numbers with a unit
+            *(
+                ["--requests", str(requests)]
+                if requests is not None
+                else ["--duration", f"{round((seconds or 0) * 1000)}ms"]  # whole numbers, a unit
+            ),
             "--log-file",
             str(log),
         ]
