@@ -24,6 +24,7 @@ from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import DatabaseTimeouts, Settings
 from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
+from server.service.group_commit import GroupCommit
 from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
 from server.storage.unit_of_work import UnitOfWork
@@ -163,8 +164,12 @@ def serve(settings: Settings) -> None:
     )
     ensure_current(engine)
     metrics = Metrics()
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(engine, metrics.db_transaction_duration.observe)
+
     add_messages = AddMessages(
-        lambda: UnitOfWork(engine, metrics.db_transaction_duration.observe), limits=settings.limits
+        unit_of_work, limits=settings.limits, group_commit=GroupCommit(unit_of_work)
     )
     address = settings.grpc_address
     probe_engine = _probe_engine(settings)

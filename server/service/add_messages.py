@@ -20,6 +20,7 @@ from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
 from server.service.clock import Environment
+from server.service.group_commit import GroupCommit
 from server.storage.errors import ConflictingWrite
 from server.storage.repositories import NewMessage
 from server.storage.unit_of_work import UnitOfWork
@@ -56,6 +57,8 @@ class AddMessages:
     unit_of_work: Callable[[], UnitOfWork]
     limits: Limits = field(default_factory=Limits)
     environment: Environment = field(default_factory=Environment)
+    group_commit: GroupCommit | None = None
+    """Given, concurrent requests share transactions (each in its own savepoint)."""
 
     def __call__(
         self,
@@ -73,15 +76,21 @@ class AddMessages:
             violations += error.violations
         # Reported after authentication, which always comes first.
         invalid = InvalidRequest(violations) if violations else None
-        if not command.api_key:
+        api_key = command.api_key
+        if not api_key:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
+
+        def work(uow: UnitOfWork) -> list[AcceptedMessage]:
+            return self._transaction(uow, command, api_key, outgoing, invalid, now, authenticated)
+
         for attempt in range(1, ATTEMPTS + 1):
             if command.abandoned():
                 raise Abandoned()  # the caller has gone: take no connection, no lock
             try:
-                return self._transaction(
-                    command, command.api_key, outgoing, invalid, now, authenticated
-                )
+                if self.group_commit is not None:
+                    return self.group_commit.run(work, command.abandoned)
+                with self.unit_of_work() as uow:
+                    return work(uow)
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
                     raise
@@ -89,6 +98,7 @@ class AddMessages:
 
     def _transaction(
         self,
+        uow: UnitOfWork,
         command: AddMessagesCommand,
         api_key: str,
         outgoing: list[OutgoingMessage],
@@ -96,22 +106,22 @@ class AddMessages:
         now: datetime,
         authenticated: Callable[[str], None],
     ) -> list[AcceptedMessage]:
+        """One attempt, in `uow`'s transaction (or its savepoint, under group commit)."""
         dry_run = command.dry_run
-        with self.unit_of_work() as uow:
-            uow.finish_by(command.deadline)
-            account_id = uow.keys.account_for(hash_key(api_key))
-            if account_id is None:
-                raise Unauthenticated("unknown or revoked API key")
-            authenticated(account_id)
-            if invalid is not None:
-                raise invalid
-            accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
-            if not dry_run:
-                uow.messages.add_many(account_id, new, now)
-                if command.abandoned():
-                    raise Abandoned()  # rolled back: the caller hears a failure, and it is one
-                uow.commit()
-            return accepted
+        uow.finish_by(command.deadline)
+        account_id = uow.keys.account_for(hash_key(api_key))
+        if account_id is None:
+            raise Unauthenticated("unknown or revoked API key")
+        authenticated(account_id)
+        if invalid is not None:
+            raise invalid
+        accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
+        if not dry_run:
+            uow.messages.add_many(account_id, new, now)
+            if command.abandoned():
+                raise Abandoned()  # rolled back: the caller hears a failure, and it is one
+            uow.commit()
+        return accepted
 
     def _accept(
         self,
