@@ -16,6 +16,7 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
+from server.domain.ids import time_ordered_uuid
 from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
@@ -56,7 +57,9 @@ class AddMessages:
 
     unit_of_work: Callable[[], UnitOfWork]
     limits: Limits = field(default_factory=Limits)
-    environment: Environment = field(default_factory=Environment)
+    environment: Environment = field(
+        default_factory=lambda: Environment(new_uuid=time_ordered_uuid)
+    )
     group_commit: GroupCommit | None = None
     """Given, concurrent requests share transactions (each in its own savepoint)."""
 
