@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-_VERSION_7 = 0x7 << 76
-_VARIANT = 0b10 << 62
-_RANDOM_A = (1 << 12) - 1
-_RANDOM_B = (1 << 62) - 1
+_VARIANT_DIGITS = "89ab89ab89ab89ab"
+"""A hex digit's low bits under the RFC 4122 variant's leading 0b10."""
 
 
 def time_ordered_uuid() -> str:
@@ -18,13 +16,9 @@ def time_ordered_uuid() -> str:
     on them lands at its right end: on a table of millions of rows an insert then touches a
     few hot pages instead of a random one per row (random version 4 ids make every commit
     write a page per row, and SQLite's WAL grows with each)."""
-    random_bits = int.from_bytes(os.urandom(10), "big")
-    value = (
-        (time.time_ns() // 1_000_000) << 80
-        | _VERSION_7
-        | ((random_bits >> 62) & _RANDOM_A) << 64
-        | _VARIANT
-        | (random_bits & _RANDOM_B)
+    random = os.urandom(10).hex()  # 80 bits, 74 of them kept
+    milliseconds = f"{time.time_ns() // 1_000_000:012x}"
+    variant = _VARIANT_DIGITS[int(random[3], 16)]  # 0b10 then one random bit
+    return (
+        f"{milliseconds[:8]}-{milliseconds[8:]}-7{random[:3]}-{variant}{random[4:7]}-{random[7:19]}"
     )
-    digits = f"{value:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

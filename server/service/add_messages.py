@@ -83,8 +83,16 @@ class AddMessages:
         if not api_key:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
 
+        # Made before the transaction, which under group commit runs one request at a time.
+        new_uuid = self.environment.new_uuid
+        ids = [(new_uuid(), new_uuid()) for _ in outgoing]
+        for message in outgoing:
+            message.fingerprint()  # computed once, kept
+
         def work(uow: UnitOfWork) -> list[AcceptedMessage]:
-            return self._transaction(uow, command, api_key, outgoing, invalid, now, authenticated)
+            return self._transaction(
+                uow, command, api_key, outgoing, ids, invalid, now, authenticated
+            )
 
         for attempt in range(1, ATTEMPTS + 1):
             if command.abandoned():
@@ -105,6 +113,7 @@ class AddMessages:
         command: AddMessagesCommand,
         api_key: str,
         outgoing: list[OutgoingMessage],
+        ids: list[tuple[str, str]],
         invalid: InvalidRequest | None,
         now: datetime,
         authenticated: Callable[[str], None],
@@ -118,7 +127,7 @@ class AddMessages:
         authenticated(account_id)
         if invalid is not None:
             raise invalid
-        accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
+        accepted, new = self._accept(uow, account_id, outgoing, ids, dry_run, now)
         if not dry_run:
             uow.messages.add_many(account_id, new, now)
             if command.abandoned():
@@ -131,10 +140,12 @@ class AddMessages:
         uow: UnitOfWork,
         account_id: str,
         outgoing: list[OutgoingMessage],
+        ids: list[tuple[str, str]],
         dry_run: bool,
         now: datetime,
     ) -> tuple[list[AcceptedMessage], list[NewMessage]]:
-        """Every message's result, in order, and the new messages that must be stored."""
+        """Every message's result, in order, and the new messages that must be stored;
+        `ids` holds each message's (message_uuid, batch_uuid) should it be new."""
         stored = uow.messages.by_client_ids(
             account_id, {m.client_id for m in outgoing if m.client_id is not None}
         )
@@ -148,8 +159,10 @@ class AddMessages:
         )
         accepted: list[AcceptedMessage] = []
         new: list[NewMessage] = []
-        for index, message in enumerate(outgoing):
-            previous = stored.get(message.client_id) if message.client_id else None
+        for index, (message, (message_uuid, batch_uuid)) in enumerate(
+            zip(outgoing, ids, strict=True)
+        ):
+            previous = stored.get(message.client_id) if stored and message.client_id else None
             if previous is not None:
                 if previous.fingerprint != message.fingerprint():
                     raise IdConflict(f"messages[{index}].id", message.id or "")
@@ -158,8 +171,8 @@ class AddMessages:
             result = AcceptedMessage.of(
                 message,
                 sender=message.sender_id or shared_senders[message.to],
-                message_uuid=self.environment.new_uuid(),
-                batch_uuid=self.environment.new_uuid(),
+                message_uuid=message_uuid,
+                batch_uuid=batch_uuid,
             )
             accepted.append(result)
             new.append(NewMessage(message, result))
