@@ -40,6 +40,7 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
 
     def run(self, uow: UnitOfWork) -> None:
+        """In a savepoint of its own: its error undoes its writes and no one else's."""
         self.kept, self.result, self.error = False, None, None
         try:
             with uow.savepoint():
@@ -47,6 +48,12 @@ class _Job(Generic[T]):
                 self.kept = uow.released
         except Exception as error:
             self.error = error
+
+    def run_alone(self, uow: UnitOfWork) -> None:
+        """As the group's only request: the transaction is its own (no savepoint), its work
+        commits it, and its errors leave through the unit of work, which translates them."""
+        self.kept, self.result, self.error = False, None, None
+        self.result = self.work(uow)
 
     def outcome(self) -> T:
         if self.error is not None:
@@ -103,6 +110,9 @@ class GroupCommit:
         (none, unless a caller went away before the commit: its writes must not be kept)."""
         try:
             with self._unit_of_work() as uow:
+                if len(group) == 1:
+                    group[0].run_alone(uow)
+                    return self._finish(group)
                 for job in group:
                     job.run(uow)
                 gone = [job for job in group if job.kept and job.abandoned()]
@@ -118,6 +128,10 @@ class GroupCommit:
             for job in group:
                 if job.error is None:
                     job.result, job.error = None, error
+        return self._finish(group)
+
+    @staticmethod
+    def _finish(group: list[_Job[object]]) -> list[_Job[object]]:
         for job in group:
             job.finished = True
         return []
