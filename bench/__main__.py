@@ -33,11 +33,11 @@ DRIVERS = {
 }
 
 
-def _driver_runs(
-    state: Path, postgres_base: str | None, seconds: float, repeats: int
-) -> dict[str, list[float]]:
-    """Each database's bare-driver rows/s, a fresh database per run."""
-    measures: dict[str, Callable[[int], float]] = {
+def _drivers(
+    state: Path, postgres_base: str | None, seconds: float
+) -> dict[str, Callable[[int], float]]:
+    """Each database's bare-driver measurement: rows/s into a fresh database, by repeat."""
+    drivers: dict[str, Callable[[int], float]] = {
         "sqlite": lambda repeat: sqlite_rows_per_s(state / f"driver-{repeat}", seconds)
     }
     if postgres_base is not None:
@@ -46,25 +46,23 @@ def _driver_runs(
             with fresh_postgres_database(postgres_base) as url:
                 return postgres_rows_per_s(url, seconds)
 
-        measures["postgres"] = on_postgres
-    runs: dict[str, list[float]] = {database: [] for database in measures}
-    for repeat in range(repeats):
-        for database, rows_per_s in measures.items():
-            runs[database].append(rows_per_s(repeat))
-            print(f"{database} bare driver run {repeat + 1}: {runs[database][-1]:9.0f} rows/s")
-    return runs
+        drivers["postgres"] = on_postgres
+    return drivers
 
 
 def _measure_cases(
     tool: str,
     state: Path,
     databases: dict[str, str],
+    drivers: dict[str, Callable[[int], float]],
     seconds: float,
     repeats: int,
-) -> tuple[dict[tuple[str, Case], list[Run]], dict[str, int]]:
+) -> tuple[dict[tuple[str, Case], list[Run]], dict[str, list[float]], dict[str, int]]:
     """Every case on the no-op and on mplus over each database, interleaved per repeat so that
-    drift hits all alike; and how many messages each database then holds."""
+    drift hits all alike, and the bare drivers beside the 1000-message case, whose ceiling
+    they make; then how many messages each database holds."""
     samples: dict[tuple[str, Case], list[Run]] = {}
+    driver_runs: dict[str, list[float]] = {database: [] for database in drivers}
     with ExitStack() as stacks:
         targets = [stacks.enter_context(noop_stack(state / "noop"))] + [
             stacks.enter_context(mplus_stack(state / database, url, database))
@@ -86,7 +84,17 @@ def _measure_cases(
                         f"p99 {sample.p99_ms:.2f} ms",
                         flush=True,
                     )
-    return samples, {database: stored_messages(url) for database, url in databases.items()}
+                if case != cases.BULK:
+                    continue
+                for database, rows_per_s in drivers.items():
+                    driver_runs[database].append(rows_per_s(repeat))
+                    print(
+                        f"{database} bare driver run {repeat + 1}: "
+                        f"{driver_runs[database][-1]:9.0f} rows/s",
+                        flush=True,
+                    )
+    stored = {database: stored_messages(url) for database, url in databases.items()}
+    return samples, driver_runs, stored
 
 
 def _rows(
@@ -215,8 +223,10 @@ def main() -> None:
         if not args.no_postgres:
             postgres_base = servers.enter_context(postgres_server())
             databases["postgres"] = servers.enter_context(fresh_postgres_database(postgres_base))
-        driver_runs = _driver_runs(state, postgres_base, args.seconds, args.repeats)
-        samples, stored = _measure_cases(tool, state, databases, args.seconds, args.repeats)
+        drivers = _drivers(state, postgres_base, args.seconds)
+        samples, driver_runs, stored = _measure_cases(
+            tool, state, databases, drivers, args.seconds, args.repeats
+        )
         volumes = (
             volume.run(tool, state / "volume", args.volume, args.seconds, args.repeats)
             if args.volume

@@ -25,6 +25,16 @@ def _throughput(
     return {case.name: median_of(runs, case.messages) for case, runs in samples.items()}
 
 
+def _steps(stored: int, total: int) -> list[int]:
+    """Messages to send between RSS samples: up to a tenth, a third, then all of `total`."""
+    steps, reached = [], stored
+    for mark in (total // 10, total // 3, total):
+        if mark > reached:
+            steps.append(mark - reached)
+            reached = mark
+    return steps
+
+
 def _rate(figures: dict[str, float | None]) -> float:
     rate = figures["requests_per_s"]
     assert rate is not None
@@ -48,17 +58,21 @@ def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dic
         accepted_first = stored_messages(database_url)
         print(f"volume: {accepted_first:,} accepted, RSS {rss_first / 1024:.1f} MiB", flush=True)
         empty = _throughput(tool, target, bodies, seconds, repeats)
-        remaining = total - stored_messages(database_url)
-        if remaining > 0:
-            send(tool, target, bulk, bodies[bulk], math.ceil(remaining / bulk.messages))
+        checkpoints: list[dict[str, int]] = []
+        for step in _steps(stored_messages(database_url), total):
+            send(tool, target, bulk, bodies[bulk], math.ceil(step / bulk.messages))
+            now, peak = memory_kib(target.server_pid)
+            accepted = stored_messages(database_url)
+            checkpoints.append({"accepted": accepted, "now": now, "peak": peak})
+            print(f"volume: {accepted:,} accepted, RSS {now / 1024:.1f} MiB", flush=True)
         rss_last, peak_last = memory_kib(target.server_pid)
         accepted_last = stored_messages(database_url)
-        print(f"volume: {accepted_last:,} accepted, RSS {rss_last / 1024:.1f} MiB", flush=True)
         full = _throughput(tool, target, bodies, seconds, repeats)
     ratios = {name: _rate(full[name]) / _rate(empty[name]) for name in empty}
     return {
         "rss_kib": {"accepted": accepted_first, "now": rss_first, "peak": peak_first},
         "rss_kib_at_total": {"accepted": accepted_last, "now": rss_last, "peak": peak_last},
+        "rss_kib_on_the_way": checkpoints,
         "peak_rss_ratio": peak_last / peak_first,
         "throughput_empty": {"stored_before": accepted_first, **empty},
         "throughput_full": {"stored_before": accepted_last, **full},

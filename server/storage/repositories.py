@@ -272,8 +272,6 @@ _BULK_COLUMNS = (
     "destination", "sender_type", "sender", "body", "callback", "channels", "channels_given",
     "send_at", "due_at", "scheduled", "status", "created_at",
 )  # fmt: skip
-_ROWS_PER_STATEMENT = 1000
-"""PostgreSQL: rows per multi-row INSERT (18 parameters each, well under its 65,535)."""
 
 
 def _identity(value: Any) -> Any:
@@ -282,13 +280,11 @@ def _identity(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class _BulkInsert:
-    """queued_messages rows as positional tuples straight to the driver, one dialect's way:
-    `executemany` on SQLite (its fastest path), multi-row INSERTs on PostgreSQL (one round
-    trip per thousand rows). Statements still go through the connection: its error
+    """queued_messages rows as positional tuples straight to the driver's `executemany`
+    (psycopg pipelines it). The statement still goes through the connection: its error
     translation and the deadline's statement hook apply as to any other."""
 
-    multi_row: bool
-    single_row: str
+    statement: str
     stamp: Callable[[datetime], Any]
     channels: Callable[[list[str]], Any]
     flag: Mapping[bool, Any]
@@ -307,8 +303,8 @@ class _BulkInsert:
 
             flag = processor("channels_given")
             cls._by_dialect[key] = cls(
-                multi_row=dialect.name == "postgresql",
-                single_row=f"({', '.join(marker for _ in _BULK_COLUMNS)})",
+                statement=f"INSERT INTO {queued_messages.name} ({', '.join(_BULK_COLUMNS)}) "
+                f"VALUES ({', '.join(marker for _ in _BULK_COLUMNS)})",
                 stamp=processor("due_at"),
                 channels=processor("channels"),
                 flag={True: flag(True), False: flag(False)},
@@ -316,13 +312,4 @@ class _BulkInsert:
         return cls._by_dialect[key]
 
     def execute(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-        insert_into = f"INSERT INTO {queued_messages.name} ({', '.join(_BULK_COLUMNS)}) VALUES "
-        if not self.multi_row:
-            connection.exec_driver_sql(insert_into + self.single_row, rows)
-            return
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-            values = ", ".join(self.single_row for _ in chunk)
-            connection.exec_driver_sql(
-                insert_into + values, tuple(value for row in chunk for value in row)
-            )
+        connection.exec_driver_sql(self.statement, rows)
