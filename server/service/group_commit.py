@@ -10,8 +10,10 @@ COMMIT (or a broken connection) fails every request whose work had succeeded, wi
 The first waiting request becomes the leader: it takes every request queued so far (up to
 `max_group`), runs them one after another on one connection, commits, and hands each its
 result; requests that arrive meanwhile wait for the writer and form the next group. So a lone
-request commits at once, and under load the commits per second stay few while the requests
-per commit grow: on SQLite, whose writers take turns anyway, that turns many fsyncs into one.
+request commits at once (in a transaction of its own, no savepoint), and under load the
+commits per second stay few while the requests per commit grow: on SQLite, whose writers take
+turns anyway, that turns many fsyncs into one. A request whose caller has gone by the time
+its group would commit is rolled back with the group, which then runs again without it.
 """
 
 from __future__ import annotations
