@@ -58,6 +58,9 @@ def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dic
         accepted_first = stored_messages(database_url)
         print(f"volume: {accepted_first:,} accepted, RSS {rss_first / 1024:.1f} MiB", flush=True)
         empty = _throughput(tool, target, bodies, seconds, repeats)
+        now, peak = memory_kib(target.server_pid)
+        after_runs = {"accepted": stored_messages(database_url), "now": now, "peak": peak}
+        print(f"volume: after the empty-database runs, RSS {now / 1024:.1f} MiB", flush=True)
         checkpoints: list[dict[str, int]] = []
         for step in _steps(stored_messages(database_url), total):
             send(tool, target, bulk, bodies[bulk], math.ceil(step / bulk.messages))
@@ -72,6 +75,7 @@ def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dic
     return {
         "rss_kib": {"accepted": accepted_first, "now": rss_first, "peak": peak_first},
         "rss_kib_at_total": {"accepted": accepted_last, "now": rss_last, "peak": peak_last},
+        "rss_kib_after_empty_runs": after_runs,
         "rss_kib_on_the_way": checkpoints,
         "peak_rss_ratio": peak_last / peak_first,
         "throughput_empty": {"stored_before": accepted_first, **empty},
