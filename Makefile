@@ -54,8 +54,8 @@ soak: install  ## the long fault, fuzz and abuse runs (bounded), then docs/relia
 		tests/unit/test_properties.py
 	$(BIN)/python -m tests.reliability.report > docs/reliability.md
 
-bench: install
-	$(BIN)/python -m benchmarks.add_messages
+bench: install  ## h2load against the stack and its ceilings, SQLite and PostgreSQL (~12 min)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

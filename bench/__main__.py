@@ -1,6 +1,8 @@
-"""Runs every case against the no-op ceiling and mplus, interleaved, and reports medians.
+"""Runs every case against the no-op ceiling and mplus on SQLite and on PostgreSQL,
+interleaved, then the volume runs; reports medians, ratios and the issue's targets.
 
-.venv/bin/python -m bench [--seconds 3] [--repeats 3]
+.venv/bin/python -m bench [--seconds 3] [--repeats 3] [--volume 1000000] [--no-postgres]
+(a quick look: --seconds 1 --repeats 1 --volume 20000)
 """
 
 from __future__ import annotations
@@ -9,263 +11,262 @@ import argparse
 import json
 import statistics
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
-import httpx
-from mplus.v1 import message_pb2, message_service_pb2
-
-from bench import h2load
-from bench.driver import sqlite_rows_per_s
-from bench.stack import Target, cpu_seconds, mplus_stack, noop_stack, stored_messages
+from bench import cases, h2load, volume
+from bench.cases import CASES, Case
+from bench.driver import postgres_rows_per_s, sqlite_rows_per_s
+from bench.measure import Run, check_once, measure, median_of, median_rate
+from bench.postgres import postgres_server
+from bench.report import Target, table, targets_table
+from bench.stack import mplus_stack, noop_stack, stored_messages
+from tests.conftest import fresh_postgres_database
 
 RESULTS = Path(__file__).parent / "results"
-GRPC_PATH = "/mplus.v1.MessageService/AddMessages"
+DRIVERS = {
+    "sqlite": "sqlite3 executemany, 1000-row transactions, WAL, synchronous=FULL",
+    "postgres": "psycopg COPY, 1000-row transactions, PostgreSQL's defaults",
+}
 
 
-@dataclass(frozen=True)
-class Case:
-    transport: str  # "grpc" (straight to the server) or "json" (through Envoy)
-    messages: int  # per request
-    clients: int  # concurrent connections, one request in flight on each
-
-    @property
-    def name(self) -> str:
-        return f"{self.transport} {self.messages}-msg c{self.clients}"
-
-
-CASES = (
-    Case("grpc", 1, 1),
-    Case("grpc", 1, 8),
-    Case("grpc", 1, 32),
-    Case("grpc", 100, 8),
-    Case("grpc", 1000, 8),
-    Case("json", 1, 8),
-    Case("json", 100, 8),
-)
-
-
-def batch_fields(size: int) -> dict[str, object]:
-    """A MessageBatch as JSON: shared sender and channels in defaults, ids omitted."""
-    return {
-        "defaults": {"from": {"type": "shared"}, "channels": ["rcs", "sms"]},
-        "messages": [{"to": f"4470{i:08d}", "body": f"Benchmark message {i}"} for i in range(size)],
+def _drivers(
+    state: Path, postgres_base: str | None, seconds: float
+) -> dict[str, Callable[[int], float]]:
+    """Each database's bare-driver measurement: rows/s into a fresh database, by repeat."""
+    drivers: dict[str, Callable[[int], float]] = {
+        "sqlite": lambda repeat: sqlite_rows_per_s(state / f"driver-{repeat}", seconds)
     }
+    if postgres_base is not None:
+
+        def on_postgres(_repeat: int) -> float:
+            with fresh_postgres_database(postgres_base) as url:
+                return postgres_rows_per_s(url, seconds)
+
+        drivers["postgres"] = on_postgres
+    return drivers
 
 
-def grpc_frame(size: int) -> bytes:
-    """A length-prefixed gRPC message (uncompressed) holding the request, key left out."""
-    batch = message_service_pb2.MessageBatch()
-    fields = batch_fields(size)
-    defaults = fields["defaults"]
-    assert isinstance(defaults, dict)
-    getattr(batch.defaults, "from").type = defaults["from"]["type"]
-    batch.defaults.channels.extend(defaults["channels"])
-    messages = fields["messages"]
-    assert isinstance(messages, list)
-    batch.messages.extend(message_pb2.Message(**m) for m in messages)
-    payload = message_service_pb2.AddMessagesRequest(batch=batch).SerializeToString()
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+def _measure_cases(
+    tool: str,
+    state: Path,
+    databases: dict[str, str],
+    drivers: dict[str, Callable[[int], float]],
+    seconds: float,
+    repeats: int,
+) -> tuple[dict[tuple[str, Case], list[Run]], dict[str, list[float]], dict[str, int]]:
+    """Every case on the no-op and on mplus over each database, interleaved per repeat so that
+    drift hits all alike, and the bare drivers beside the 1000-message case, whose ceiling
+    they make; then how many messages each database holds."""
+    samples: dict[tuple[str, Case], list[Run]] = {}
+    driver_runs: dict[str, list[float]] = {database: [] for database in drivers}
+    with ExitStack() as stacks:
+        targets = [stacks.enter_context(noop_stack(state / "noop"))] + [
+            stacks.enter_context(mplus_stack(state / database, url, database))
+            for database, url in databases.items()
+        ]
+        for case in CASES:
+            raw = cases.body(case)
+            body = state / f"{case.name.replace(' ', '-')}.body"
+            body.write_bytes(raw)
+            for target in targets:
+                check_once(target, case, raw)
+            for repeat in range(repeats):
+                for target in targets:
+                    sample = measure(tool, target, case, body, seconds)
+                    samples.setdefault((target.name, case), []).append(sample)
+                    print(
+                        f"{case.name:<22} {target.name:<8} run {repeat + 1}: "
+                        f"{sample.requests_per_s:9.1f} req/s  p50 {sample.p50_ms:.2f} ms  "
+                        f"p99 {sample.p99_ms:.2f} ms",
+                        flush=True,
+                    )
+                if case != cases.BULK:
+                    continue
+                for database, rows_per_s in drivers.items():
+                    driver_runs[database].append(rows_per_s(repeat))
+                    print(
+                        f"{database} bare driver run {repeat + 1}: "
+                        f"{driver_runs[database][-1]:9.0f} rows/s",
+                        flush=True,
+                    )
+    stored = {database: stored_messages(url) for database, url in databases.items()}
+    return samples, driver_runs, stored
 
 
-def check_once(target: Target, case: Case, body: bytes) -> None:
-    """One request of the case must be accepted: h2load counts a gRPC error as a 200."""
-    if case.transport == "grpc":
-        with grpc.insecure_channel(target.grpc_target) as channel:
-            call = channel.unary_unary(
-                GRPC_PATH, request_serializer=None, response_deserializer=None
-            )
-            response = message_service_pb2.AddMessagesResponse.FromString(
-                call(body[5:], metadata=(("x-api-key", target.key),), timeout=30)
-            )
-        accepted = len(response.messages)
-    else:
-        reply = httpx.post(
-            f"http://127.0.0.1:{target.http_port}/message",
-            params={"key": target.key},
-            content=body,
-            headers={"content-type": "application/json"},
-            timeout=30,
-        )
-        reply.raise_for_status()
-        accepted = len(reply.json()["messages"])
-    if accepted != case.messages:
-        raise h2load.LoadFailed(f"{target.name} {case.name}: {accepted} messages accepted")
+def _rows(
+    samples: dict[tuple[str, Case], list[Run]], databases: list[str]
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for database in databases:
+        for case in CASES:
+            runs, noop_runs = samples[(database, case)], samples[("no-op", case)]
+            row: dict[str, object] = {
+                "database": database,
+                "case": case.name,
+                **asdict(case),
+                "mplus": median_of(runs, case.messages),
+                "no-op": median_of(noop_runs, case.messages),
+                "ratio_to_noop": median_rate(runs) / median_rate(noop_runs),
+                "mplus_runs": [asdict(s) for s in runs],
+                "noop_runs": [asdict(s) for s in noop_runs],
+            }
+            over_grpc = (database, case.over("grpc"))
+            if case.transport == "json" and over_grpc in samples:
+                row["json_vs_grpc"] = median_rate(runs) / median_rate(samples[over_grpc])
+            rows.append(row)
+    return rows
 
 
-@dataclass(frozen=True)
-class Run:
-    """One measured h2load run, with the CPU the server (and Envoy, over JSON) spent in it."""
-
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    server_cpu_s_per_1000: float
-    envoy_cpu_s_per_1000: float | None
-
-
-WARM_UP_S = 1.0
-"""A discarded h2load run before each measured one: fresh connections, warm caches."""
-
-
-def measure(tool: str, target: Target, case: Case, body: Path, seconds: float) -> Run:
-    if case.transport == "grpc":
-        url = f"http://{target.grpc_target}{GRPC_PATH}"
-        headers = {"content-type": "application/grpc", "te": "trailers", "x-api-key": target.key}
-    else:
-        url = f"http://127.0.0.1:{target.http_port}/message?key={target.key}"
-        headers = {"content-type": "application/json"}
-    h2load.run(tool, url, body, headers, case.clients, WARM_UP_S)
-    server_before, envoy_before = cpu_seconds(target.server_pid), cpu_seconds(target.envoy_pid)
-    sample = h2load.run(tool, url, body, headers, case.clients, seconds)
-    server_cpu = cpu_seconds(target.server_pid) - server_before
-    envoy_cpu = cpu_seconds(target.envoy_pid) - envoy_before
-    thousands = sample.succeeded * case.messages / 1000
-    return Run(
-        sample.requests_per_s,
-        sample.p50_ms,
-        sample.p99_ms,
-        server_cpu / thousands,
-        envoy_cpu / thousands if case.transport == "json" else None,
-    )
+def _ceilings(
+    samples: dict[tuple[str, Case], list[Run]], driver_runs: dict[str, list[float]]
+) -> dict[str, dict[str, object]]:
+    """Per database: the 1000-message case against 1 / (1/no-op + 1/driver)."""
+    bulk = cases.BULK
+    noop = median_rate(samples[("no-op", bulk)]) * bulk.messages
+    ceilings: dict[str, dict[str, object]] = {}
+    for database, runs in driver_runs.items():
+        driver = statistics.median(runs)
+        combined = 1 / (1 / noop + 1 / driver)
+        mplus = median_rate(samples[(database, bulk)]) * bulk.messages
+        ceilings[database] = {
+            "driver": DRIVERS[database],
+            "driver_rows_per_s": driver,
+            "driver_runs": runs,
+            "noop_msgs_per_s": noop,
+            "combined_msgs_per_s": combined,
+            "case": bulk.name,
+            "mplus_msgs_per_s": mplus,
+            "ratio_to_combined": mplus / combined,
+        }
+    return ceilings
 
 
-def median_rate(runs: list[Run]) -> float:
-    """Median requests/s."""
-    return statistics.median(r.requests_per_s for r in runs)
-
-
-def median_of(runs: list[Run], messages: int) -> dict[str, float | None]:
-    requests_per_s = median_rate(runs)
-    envoy = [r.envoy_cpu_s_per_1000 for r in runs if r.envoy_cpu_s_per_1000 is not None]
-    return {
-        "requests_per_s": requests_per_s,
-        "messages_per_s": requests_per_s * messages,
-        "p50_ms": statistics.median(r.p50_ms for r in runs),
-        "p99_ms": statistics.median(r.p99_ms for r in runs),
-        "server_cpu_s_per_1000": statistics.median(r.server_cpu_s_per_1000 for r in runs),
-        "envoy_cpu_s_per_1000": statistics.median(envoy) if envoy else None,
-    }
-
-
-def table(rows: list[dict[str, object]]) -> str:
-    lines = [
-        "| case | mplus req/s | mplus msg/s | p50 ms | p99 ms | no-op req/s | no-op p50 ms "
-        "| mplus / no-op | JSON / gRPC (mplus) | server CPU s / 1000 msg (no-op) "
-        "| Envoy CPU s / 1000 msg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def _figure(rows: list[dict[str, object]], database: str, case: Case, key: str) -> float:
     for row in rows:
-        mplus, noop = row["mplus"], row["no-op"]
-        assert isinstance(mplus, dict) and isinstance(noop, dict)
-        json_vs_grpc = row.get("json_vs_grpc")
-        lines.append(
-            f"| {row['case']} | {mplus['requests_per_s']:,.0f} | {mplus['messages_per_s']:,.0f} "
-            f"| {mplus['p50_ms']:.2f} | {mplus['p99_ms']:.2f} | {noop['requests_per_s']:,.0f} "
-            f"| {noop['p50_ms']:.2f} | {row['ratio_to_noop']:.2f} "
-            f"| {'' if json_vs_grpc is None else f'{json_vs_grpc:.2f}'} "
-            f"| {mplus['server_cpu_s_per_1000']:.3f} ({noop['server_cpu_s_per_1000']:.3f}) "
-            f"| {_optional(mplus['envoy_cpu_s_per_1000'])} |"
+        if row["database"] == database and row["case"] == case.name:
+            value = row[key]
+            assert isinstance(value, float)
+            return value
+    raise KeyError((database, case.name))
+
+
+def _targets(
+    rows: list[dict[str, object]],
+    ceilings: dict[str, dict[str, object]],
+    volumes: dict[str, object] | None,
+) -> list[Target]:
+    targets: list[Target] = []
+    for database, ceiling in ceilings.items():
+        single = cases.SINGLE_C32
+        figures = next(
+            r["mplus"] for r in rows if r["database"] == database and r["case"] == single.name
         )
-    return "\n".join(lines)
-
-
-def _optional(seconds: object) -> str:
-    return "" if seconds is None else f"{seconds:.3f}"
+        assert isinstance(figures, dict)
+        combined = ceiling["ratio_to_combined"]
+        assert isinstance(combined, float)
+        json_cases = [c for c in CASES if c.transport == "json"]
+        targets.append(
+            Target(
+                f"{database}: {single.name} / no-op",
+                _figure(rows, database, single, "ratio_to_noop"),
+                0.6,
+            )
+        )
+        targets.append(Target(f"{database}: {cases.BULK.name} / combined ceiling", combined, 0.7))
+        targets += [
+            Target(
+                f"{database}: {c.name} / same over gRPC",
+                _figure(rows, database, c, "json_vs_grpc"),
+                0.8,
+            )
+            for c in json_cases
+        ]
+        p99_over_p50 = figures["p99_ms"] / figures["p50_ms"]
+        targets.append(
+            Target(f"{database}: p99 / p50, {single.name}", p99_over_p50, 5, at_most=True)
+        )
+    if volumes is not None:
+        peak, full = volumes["peak_rss_ratio"], volumes["full_vs_empty_min"]
+        first, last = volumes["rss_kib"], volumes["rss_kib_at_total"]
+        assert isinstance(peak, float) and isinstance(full, float)
+        assert isinstance(first, dict) and isinstance(last, dict)
+        many, few = f"{last['accepted']:,}", f"{first['accepted']:,}"
+        targets += [
+            Target(f"sqlite: peak RSS at {many} accepted / at {few}", peak, 1.2, at_most=True),
+            Target(f"sqlite: req/s with {many} stored / nearly empty (worse case)", full, 0.85),
+        ]
+    return targets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per case (median)")
+    parser.add_argument(
+        "--volume",
+        type=int,
+        default=1_000_000,
+        help="messages for the RSS and stored runs (0: skip)",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
     tool = h2load.ensure_installed()
     started = datetime.now(UTC)
-    samples: dict[tuple[str, Case], list[Run]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as servers:
         state = Path(scratch)
-        database_url = f"sqlite:///{state / 'mplus' / 'mplus.db'}"
-        driver_runs: list[float] = []
-        for repeat in range(args.repeats):
-            driver_runs.append(sqlite_rows_per_s(state / f"driver-{repeat}", args.seconds))
-            print(f"sqlite3 executemany     run {repeat + 1}: {driver_runs[-1]:9.0f} rows/s")
-        with noop_stack(state / "noop") as noop, mplus_stack(state / "mplus", database_url) as real:
-            for case in CASES:
-                raw = (
-                    grpc_frame(case.messages)
-                    if case.transport == "grpc"
-                    else json.dumps(batch_fields(case.messages)).encode()
-                )
-                body = state / f"{case.transport}-{case.messages}.body"
-                body.write_bytes(raw)
-                for target in (noop, real):
-                    check_once(target, case, raw)
-                for repeat in range(args.repeats):
-                    for target in (noop, real):  # interleaved: drift hits both alike
-                        sample = measure(tool, target, case, body, args.seconds)
-                        samples.setdefault((target.name, case), []).append(sample)
-                        print(
-                            f"{case.name:<22} {target.name:<6} run {repeat + 1}: "
-                            f"{sample.requests_per_s:9.1f} req/s  p50 {sample.p50_ms:.2f} ms  "
-                            f"p99 {sample.p99_ms:.2f} ms",
-                            flush=True,
-                        )
-        stored = stored_messages(database_url)
-    rows: list[dict[str, object]] = []
-    for case in CASES:
-        mplus = median_of(samples[("mplus", case)], case.messages)
-        noop_figures = median_of(samples[("no-op", case)], case.messages)
-        row: dict[str, object] = {
-            "case": case.name,
-            **asdict(case),
-            "mplus": mplus,
-            "no-op": noop_figures,
-            "ratio_to_noop": (
-                median_rate(samples[("mplus", case)]) / median_rate(samples[("no-op", case)])
-            ),
-            "mplus_runs": [asdict(s) for s in samples[("mplus", case)]],
-            "noop_runs": [asdict(s) for s in samples[("no-op", case)]],
-        }
-        same_over_grpc = Case("grpc", case.messages, case.clients)
-        if case.transport == "json" and ("mplus", same_over_grpc) in samples:
-            row["json_vs_grpc"] = median_rate(samples[("mplus", case)]) / median_rate(
-                samples[("mplus", same_over_grpc)]
-            )
-        rows.append(row)
-    driver = statistics.median(driver_runs)
-    bulk = Case("grpc", 1000, 8)
-    noop_bulk = median_rate(samples[("no-op", bulk)]) * bulk.messages
-    combined = 1 / (1 / noop_bulk + 1 / driver)
-    mplus_bulk = median_rate(samples[("mplus", bulk)]) * bulk.messages
-    ceilings = {
-        "driver_rows_per_s": driver,
-        "driver_runs": driver_runs,
-        "combined_msgs_per_s": combined,
-        "case": bulk.name,
-        "mplus_msgs_per_s": mplus_bulk,
-        "ratio_to_combined": mplus_bulk / combined,
-    }
+        databases = {"sqlite": f"sqlite:///{state / 'sqlite' / 'mplus.db'}"}
+        postgres_base = None
+        if not args.no_postgres:
+            postgres_base = servers.enter_context(postgres_server())
+            databases["postgres"] = servers.enter_context(fresh_postgres_database(postgres_base))
+        drivers = _drivers(state, postgres_base, args.seconds)
+        samples, driver_runs, stored = _measure_cases(
+            tool, state, databases, drivers, args.seconds, args.repeats
+        )
+        volumes = (
+            volume.run(tool, state / "volume", args.volume, args.seconds, args.repeats)
+            if args.volume
+            else None
+        )
+    rows = _rows(samples, list(databases))
+    ceilings = _ceilings(samples, driver_runs)
+    targets = _targets(rows, ceilings, volumes)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{started:%Y-%m-%dT%H%M%SZ}.json"
     report = {
         "started": started.isoformat(),
-        "database": "sqlite (WAL, synchronous=FULL)",
+        "databases": {"sqlite": "WAL, synchronous=FULL", "postgres": "defaults (fsync)"},
         "seconds_per_run": args.seconds,
         "repeats": args.repeats,
         "stored_messages": stored,
         "cases": rows,
-        "combined_ceiling": ceilings,
+        "combined_ceilings": ceilings,
+        "volume": volumes,
+        "targets": [{**asdict(t), "met": t.met} for t in targets],
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"\n{table(rows)}\n\n"
-        f"bare driver (sqlite3 executemany, 1000-row transactions, WAL, synchronous=FULL): "
-        f"{driver:,.0f} rows/s; combined ceiling 1 / (1/no-op + 1/driver) for {bulk.name}: "
-        f"{combined:,.0f} msg/s; mplus {mplus_bulk:,.0f} msg/s = {mplus_bulk / combined:.2f} "
-        f"of it\nmessages stored by mplus in this run: {stored:,}; wrote {path}"
-    )
+    print(f"\n{table(rows)}\n")
+    for database, ceiling in ceilings.items():
+        print(
+            f"{database} bare driver ({ceiling['driver']}): {ceiling['driver_rows_per_s']:,.0f} "
+            f"rows/s; combined ceiling for {ceiling['case']}: "
+            f"{ceiling['combined_msgs_per_s']:,.0f} msg/s; mplus "
+            f"{ceiling['mplus_msgs_per_s']:,.0f} msg/s = {ceiling['ratio_to_combined']:.2f} of it"
+        )
+    if volumes is not None:
+        first, last = volumes["rss_kib"], volumes["rss_kib_at_total"]
+        assert isinstance(first, dict) and isinstance(last, dict)
+        print(
+            f"server RSS (peak) after {first['accepted']:,} accepted: {first['now'] / 1024:.1f} "
+            f"({first['peak'] / 1024:.1f}) MiB; after {last['accepted']:,}: "
+            f"{last['now'] / 1024:.1f} ({last['peak'] / 1024:.1f}) MiB; req/s with them stored "
+            f"/ empty: {volumes['full_vs_empty']}"
+        )
+    print(f"\n{targets_table(targets)}\n\nmessages stored: {stored}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,11 @@ def run(
     body: Path,
     headers: dict[str, str],
     clients: int,
-    seconds: float,
+    seconds: float | None = None,
+    requests: int | None = None,
 ) -> Sample:
-    """`clients` connections, one request in flight on each, for `seconds`.
+    """`clients` connections, one request in flight on each, for `seconds` or until
+    `requests` requests have been answered.
 
     h2load prints min/mean/max of request time, not percentiles: p50/p99 come from its
     per-request log. Every request must succeed with a 2xx; a gRPC error also arrives as
@@ -74,8 +76,11 @@ def run(
             "1",
             "--max-concurrent-streams",
             "1",
-            "--duration",
-            f"{round(seconds * 1000)}ms",  # h2load takes whole numbers with a unit
+            *(
+                ["--requests", str(requests)]
+                if requests is not None
+                else ["--duration", f"{round((seconds or 0) * 1000)}ms"]  # whole numbers, a unit
+            ),
             "--log-file",
             str(log),
         ]
@@ -100,7 +105,9 @@ def parse(output: str, latencies_ms: list[float]) -> Sample:
         raise LoadFailed(f"cannot read h2load's output:\n{output}")
     succeeded, failed = int(requests.group(3)), int(requests.group(4))
     non_2xx = sum(int(status.group(i)) for i in (2, 3, 4))
-    if failed or non_2xx or not succeeded or len(latencies_ms) < 2:
+    if failed or non_2xx or not succeeded or not latencies_ms:
         raise LoadFailed(f"requests failed (or none finished):\n{output}")
+    if len(latencies_ms) == 1:  # a slow case: one request in the whole run
+        return Sample(float(finished.group(1)), succeeded, latencies_ms[0], latencies_ms[0])
     cuts = statistics.quantiles(latencies_ms, n=100, method="inclusive")
     return Sample(float(finished.group(1)), succeeded, cuts[49], cuts[98])

@@ -90,7 +90,7 @@ def noop_stack(state: Path) -> Iterator[Target]:
 
 
 @contextmanager
-def mplus_stack(state: Path, database_url: str) -> Iterator[Target]:
+def mplus_stack(state: Path, database_url: str, name: str = "mplus") -> Iterator[Target]:
     """`mplus serve` on `database_url`, migrated, with a shared pool and one account."""
     state.mkdir(parents=True, exist_ok=True)
     engine = create_database_engine(database_url)
@@ -101,7 +101,7 @@ def mplus_stack(state: Path, database_url: str) -> Iterator[Target]:
     port = free_port()
     env = _environment(state, port, database_url)
     server = _serve([sys.executable, "-m", "server.cli", "serve"], env, state / "server.log")
-    with _with_envoy("mplus", server, port, key, state) as target:
+    with _with_envoy(name, server, port, key, state) as target:
         yield target
 
 
@@ -112,6 +112,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU a running process has used (Linux /proc), all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """Resident memory now and its peak so far (VmRSS, VmHWM), in KiB (Linux /proc)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 def stored_messages(database_url: str) -> int:

@@ -27,6 +27,7 @@ from server.config import DatabaseTimeouts, Settings
 from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
 from server.service.batches import Batches
+from server.service.group_commit import GroupCommit
 from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
 from server.storage.unit_of_work import UnitOfWork
@@ -168,9 +169,15 @@ def serve(settings: Settings) -> None:
     )
     ensure_current(engine)
     metrics = Metrics()
-    add_messages = AddMessages(
-        lambda: UnitOfWork(engine, metrics.db_transaction_duration.observe), limits=settings.limits
-    )
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(engine, metrics.db_transaction_duration.observe)
+
+    # SQLite's writers take turns on its one write lock anyway: grouping them turns many
+    # commits (fsyncs) into one. PostgreSQL's run side by side in its own processes, and one
+    # transaction at a time would only serialise them.
+    group_commit = GroupCommit(unit_of_work) if engine.dialect.name == "sqlite" else None
+    add_messages = AddMessages(unit_of_work, limits=settings.limits, group_commit=group_commit)
     address = settings.grpc_address
     probe_engine = _probe_engine(settings)
     running = create_server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from mplus.v1 import message_pb2, message_service_pb2
@@ -23,20 +24,14 @@ call without a deadline as some 9e18 seconds remaining."""
 
 def draft_from_proto(message: message_pb2.Message | message_pb2.Defaults) -> MessageDraft:
     """Presence is kept: a field the caller did not send becomes None, not ''."""
-
-    def given(name: str) -> str | None:
-        return getattr(message, name) if message.HasField(name) else None
-
-    sender = getattr(message, "from") if message.HasField("from") else None
-    return MessageDraft(
-        to=given("to"),
-        sender=SenderDraft(sender.type, sender.value) if sender is not None else None,
-        body=given("body"),
-        callback=given("callback"),
-        channels=_channels(message.channels) if message.HasField("channels") else None,
-        id=given("id"),
-        send_at=given("send_at"),
-    )
+    given: dict[str, Any] = {field.name: value for field, value in message.ListFields()}
+    sender = given.pop("from", None)
+    if sender is not None:
+        given["sender"] = SenderDraft(sender.type, sender.value)
+    channels = given.get("channels")
+    if channels is not None:
+        given["channels"] = _channels(channels)
+    return MessageDraft(**given)
 
 
 def _channels(values: struct_pb2.ListValue) -> tuple[str, ...]:
@@ -109,24 +104,28 @@ def _deadline(time_remaining: float | None, timeout: float | None) -> float | No
     return time.monotonic() + min(bounds) if bounds else None
 
 
-def added_message(accepted: AcceptedMessage) -> message_pb2.AddedMessage:
-    added = message_pb2.AddedMessage(
-        to=accepted.to,
-        body=accepted.body,
-        callback=accepted.callback,
-        channels=accepted.channels,
-        id=accepted.id,
-        send_at=accepted.send_at,
-        batch_uuid=accepted.batch_uuid,
-        message_uuid=accepted.message_uuid,
-        scheduled=accepted.scheduled,
-    )
+def _fill(added: message_pb2.AddedMessage, accepted: AcceptedMessage) -> None:
+    added.to, added.body = accepted.to, accepted.body
+    added.batch_uuid, added.message_uuid = accepted.batch_uuid, accepted.message_uuid
+    added.scheduled = accepted.scheduled
+    if accepted.callback is not None:
+        added.callback = accepted.callback
+    if accepted.channels is not None:
+        added.channels.extend(accepted.channels)
+    if accepted.id is not None:
+        added.id = accepted.id
+    if accepted.send_at is not None:
+        added.send_at = accepted.send_at
     sender = getattr(added, "from")  # `from` is a Python keyword
     sender.type, sender.value = accepted.sender_type.value, accepted.sender
-    return added
 
 
 def response_from_accepted(
     accepted: Sequence[AcceptedMessage],
 ) -> message_service_pb2.AddMessagesResponse:
-    return message_service_pb2.AddMessagesResponse(messages=[added_message(a) for a in accepted])
+    """Each entry built in place in the response (no copy of a message built on its own)."""
+    response = message_service_pb2.AddMessagesResponse()
+    add = response.messages.add
+    for entry in accepted:
+        _fill(add(), entry)
+    return response

@@ -89,7 +89,12 @@ class OutgoingMessage:
 
         A retry sent later still matches: `send_at` counts as the instant given (or its
         absence), not the moment the message was accepted.
+
+        Computed once and kept: the value is frozen.
         """
+        kept: str | None = self.__dict__.get("_fingerprint")
+        if kept is not None:
+            return kept
         content = (
             self.to,
             self.sender_type.value,
@@ -99,7 +104,9 @@ class OutgoingMessage:
             self.channels,
             self.send_at_utc.isoformat() if self.send_at_utc else None,
         )
-        return hashlib.sha256(repr(content).encode("utf-8", "surrogatepass")).hexdigest()
+        kept = hashlib.sha256(repr(content).encode("utf-8", "surrogatepass")).hexdigest()
+        object.__setattr__(self, "_fingerprint", kept)
+        return kept
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,16 +34,24 @@ _ISO_8601 = re.compile(
 
 
 class _Collector:
-    """Gathers violations under one message's path prefix."""
+    """Gathers violations under one message's path prefix (`messages[index]`)."""
 
-    def __init__(self, prefix: str, sink: list[Violation]) -> None:
-        self.prefix = prefix
+    def __init__(self, index: int, sink: list[Violation]) -> None:
+        self.index = index
         self.sink = sink
         self.count = 0
 
     def add(self, field: str, description: str, reason: str) -> None:
-        self.sink.append(Violation(f"{self.prefix}.{field}", description, reason))
+        self.sink.append(Violation(f"messages[{self.index}].{field}", description, reason))
         self.count += 1
+
+    def add_all(self, issues: tuple[Issue, ...]) -> None:
+        for issue in issues:
+            self.add(*issue)
+
+
+Issue = tuple[str, str, str]
+"""A violation before it has a message's path: field, description, reason."""
 
 
 def validate_messages(
@@ -70,7 +79,7 @@ def validate_messages(
     accepted: list[OutgoingMessage] = []
     first_index_of_id: dict[str, int] = {}
     for index, draft in enumerate(messages):
-        issues = _Collector(f"messages[{index}]", violations)
+        issues = _Collector(index, violations)
         merged = draft.merged_over(defaults)
         message = _validate_one(merged, issues, limits, now)
         if merged.id is not None and _UUID.fullmatch(merged.id):
@@ -141,35 +150,55 @@ def _check_sender(draft: MessageDraft, issues: _Collector) -> tuple[SenderType |
     if sender is None:
         issues.add("from", "is required", "REQUIRED")
         return None, None
-    if not sender.type:
-        issues.add("from.type", 'is required: "custom" or "shared"', "REQUIRED")
-        return None, None
+    rules = _sender_rules_cached if len(sender.value) <= _CACHED_CHARS else _sender_rules
+    sender_type, sender_id, found = rules(sender.type, sender.value)
+    issues.add_all(found)
+    return sender_type, sender_id
+
+
+def _sender_rules(kind: str, value: str) -> tuple[SenderType | None, str | None, tuple[Issue, ...]]:
+    """A sender's type, ID and issues."""
+    if not kind:
+        return None, None, (("from.type", 'is required: "custom" or "shared"', "REQUIRED"),)
     try:
-        sender_type = SenderType(sender.type)
+        sender_type = SenderType(kind)
     except ValueError:
-        issues.add("from.type", 'must be "custom" or "shared"', "INVALID_SENDER_TYPE")
-        return None, None
+        return None, None, (("from.type", 'must be "custom" or "shared"', "INVALID_SENDER_TYPE"),)
     if sender_type is SenderType.SHARED:
-        if sender.value:
-            issues.add(
-                "from.value",
-                "must be empty for a shared sender: the service assigns one",
-                "VALUE_NOT_ALLOWED",
+        if value:
+            return (
+                sender_type,
+                None,
+                (
+                    (
+                        "from.value",
+                        "must be empty for a shared sender: the service assigns one",
+                        "VALUE_NOT_ALLOWED",
+                    ),
+                ),
             )
-        return sender_type, None
-    if not sender.value:
-        issues.add("from.value", 'is required when from.type is "custom"', "REQUIRED")
-    elif not (
-        _ALPHANUMERIC_SENDER.fullmatch(sender.value) or _NUMERIC_SENDER.fullmatch(sender.value)
-    ):
-        issues.add(
-            "from.value",
-            "must be an alphanumeric sender ID of 1 to 11 characters (letters, digits, space, "
-            "'-', '_', '.', '&'; at least one letter; no leading or trailing space) "
-            "or a number of 3 to 15 digits",
-            "INVALID_SENDER_ID",
+        return sender_type, None, ()
+    if not value:
+        return (
+            sender_type,
+            value,
+            (("from.value", 'is required when from.type is "custom"', "REQUIRED"),),
         )
-    return sender_type, sender.value
+    if not (_ALPHANUMERIC_SENDER.fullmatch(value) or _NUMERIC_SENDER.fullmatch(value)):
+        return (
+            sender_type,
+            value,
+            (
+                (
+                    "from.value",
+                    "must be an alphanumeric sender ID of 1 to 11 characters (letters, digits, "
+                    "space, '-', '_', '.', '&'; at least one letter; no leading or trailing "
+                    "space) or a number of 3 to 15 digits",
+                    "INVALID_SENDER_ID",
+                ),
+            ),
+        )
+    return sender_type, value, ()
 
 
 def _check_body(raw: str | None, issues: _Collector, limits: Limits) -> str | None:
@@ -226,20 +255,37 @@ def _id_problem(raw: str) -> str | None:
 def _check_channels(raw: tuple[str, ...] | None, issues: _Collector) -> tuple[str, ...]:
     if raw is None:
         return DEFAULT_CHANNELS
+    small = len(raw) <= len(CHANNELS) and sum(map(len, raw)) <= _CACHED_CHARS
+    issues.add_all((_channel_rules_cached if small else _channel_rules)(raw))
+    return raw
+
+
+def _channel_rules(raw: tuple[str, ...]) -> tuple[Issue, ...]:
+    """A channel list's issues."""
+    found: list[Issue] = []
     if not raw:
-        issues.add("channels", "must name at least one channel when given", "EMPTY_CHANNELS")
+        found.append(("channels", "must name at least one channel when given", "EMPTY_CHANNELS"))
     seen: set[str] = set()
     for position, channel in enumerate(raw):
         if channel not in CHANNELS:
-            issues.add(
-                f"channels[{position}]",
-                f"must be one of {', '.join(repr(c) for c in CHANNELS)}",
-                "UNKNOWN_CHANNEL",
+            found.append(
+                (
+                    f"channels[{position}]",
+                    f"must be one of {', '.join(repr(c) for c in CHANNELS)}",
+                    "UNKNOWN_CHANNEL",
+                )
             )
         elif channel in seen:
-            issues.add(f"channels[{position}]", f"repeats {channel!r}", "DUPLICATE_CHANNEL")
+            found.append((f"channels[{position}]", f"repeats {channel!r}", "DUPLICATE_CHANNEL"))
         seen.add(channel)
-    return tuple(raw)
+    return tuple(found)
+
+
+_CACHED_CHARS = 32
+"""Senders and channel lists up to this size have their rules' verdicts cached (a batch's
+messages mostly share one); larger ones, never valid, are checked afresh and not kept."""
+_sender_rules_cached = functools.lru_cache(maxsize=1024)(_sender_rules)
+_channel_rules_cached = functools.lru_cache(maxsize=1024)(_channel_rules)
 
 
 def parse_send_at(raw: str) -> datetime | None:

@@ -16,10 +16,12 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
+from server.domain.ids import time_ordered_uuid
 from server.domain.keys import hash_key
 from server.domain.model import AcceptedMessage, MessageDraft, OutgoingMessage, SenderType
 from server.domain.validation import validate_messages
 from server.service.clock import Environment
+from server.service.group_commit import GroupCommit
 from server.storage.errors import ConflictingWrite
 from server.storage.repositories import NewMessage
 from server.storage.unit_of_work import UnitOfWork
@@ -55,7 +57,11 @@ class AddMessages:
 
     unit_of_work: Callable[[], UnitOfWork]
     limits: Limits = field(default_factory=Limits)
-    environment: Environment = field(default_factory=Environment)
+    environment: Environment = field(
+        default_factory=lambda: Environment(new_uuid=time_ordered_uuid)
+    )
+    group_commit: GroupCommit | None = None
+    """Given, concurrent requests share transactions (each in its own savepoint)."""
 
     def __call__(
         self,
@@ -73,15 +79,29 @@ class AddMessages:
             violations += error.violations
         # Reported after authentication, which always comes first.
         invalid = InvalidRequest(violations) if violations else None
-        if not command.api_key:
+        api_key = command.api_key
+        if not api_key:
             raise Unauthenticated("an API key is required: the `key` query parameter or x-api-key")
+
+        # Made before the transaction, which under group commit runs one request at a time.
+        new_uuid = self.environment.new_uuid
+        ids = [(new_uuid(), new_uuid()) for _ in outgoing]
+        for message in outgoing:
+            message.fingerprint()  # computed once, kept
+
+        def work(uow: UnitOfWork) -> list[AcceptedMessage]:
+            return self._transaction(
+                uow, command, api_key, outgoing, ids, invalid, now, authenticated
+            )
+
         for attempt in range(1, ATTEMPTS + 1):
             if command.abandoned():
                 raise Abandoned()  # the caller has gone: take no connection, no lock
             try:
-                return self._transaction(
-                    command, command.api_key, outgoing, invalid, now, authenticated
-                )
+                if self.group_commit is not None:
+                    return self.group_commit.run(work, command.abandoned)
+                with self.unit_of_work() as uow:
+                    return work(uow)
             except ConflictingWrite:
                 if attempt == ATTEMPTS:
                     raise
@@ -89,39 +109,43 @@ class AddMessages:
 
     def _transaction(
         self,
+        uow: UnitOfWork,
         command: AddMessagesCommand,
         api_key: str,
         outgoing: list[OutgoingMessage],
+        ids: list[tuple[str, str]],
         invalid: InvalidRequest | None,
         now: datetime,
         authenticated: Callable[[str], None],
     ) -> list[AcceptedMessage]:
+        """One attempt, in `uow`'s transaction (or its savepoint, under group commit)."""
         dry_run = command.dry_run
-        with self.unit_of_work() as uow:
-            uow.finish_by(command.deadline)
-            account_id = uow.keys.account_for(hash_key(api_key))
-            if account_id is None:
-                raise Unauthenticated("unknown or revoked API key")
-            authenticated(account_id)
-            if invalid is not None:
-                raise invalid
-            accepted, new = self._accept(uow, account_id, outgoing, dry_run, now)
-            if not dry_run:
-                uow.messages.add_many(account_id, new, now)
-                if command.abandoned():
-                    raise Abandoned()  # rolled back: the caller hears a failure, and it is one
-                uow.commit()
-            return accepted
+        uow.finish_by(command.deadline)
+        account_id = uow.keys.account_for(hash_key(api_key))
+        if account_id is None:
+            raise Unauthenticated("unknown or revoked API key")
+        authenticated(account_id)
+        if invalid is not None:
+            raise invalid
+        accepted, new = self._accept(uow, account_id, outgoing, ids, dry_run, now)
+        if not dry_run:
+            uow.messages.add_many(account_id, new, now)
+            if command.abandoned():
+                raise Abandoned()  # rolled back: the caller hears a failure, and it is one
+            uow.commit()
+        return accepted
 
     def _accept(
         self,
         uow: UnitOfWork,
         account_id: str,
         outgoing: list[OutgoingMessage],
+        ids: list[tuple[str, str]],
         dry_run: bool,
         now: datetime,
     ) -> tuple[list[AcceptedMessage], list[NewMessage]]:
-        """Every message's result, in order, and the new messages that must be stored."""
+        """Every message's result, in order, and the new messages that must be stored;
+        `ids` holds each message's (message_uuid, batch_uuid) should it be new."""
         stored = uow.messages.by_client_ids(
             account_id, {m.client_id for m in outgoing if m.client_id is not None}
         )
@@ -135,8 +159,10 @@ class AddMessages:
         )
         accepted: list[AcceptedMessage] = []
         new: list[NewMessage] = []
-        for index, message in enumerate(outgoing):
-            previous = stored.get(message.client_id) if message.client_id else None
+        for index, (message, (message_uuid, batch_uuid)) in enumerate(
+            zip(outgoing, ids, strict=True)
+        ):
+            previous = stored.get(message.client_id) if stored and message.client_id else None
             if previous is not None:
                 if previous.fingerprint != message.fingerprint():
                     raise IdConflict(f"messages[{index}].id", message.id or "")
@@ -145,8 +171,8 @@ class AddMessages:
             result = AcceptedMessage.of(
                 message,
                 sender=message.sender_id or shared_senders[message.to],
-                message_uuid=self.environment.new_uuid(),
-                batch_uuid=self.environment.new_uuid(),
+                message_uuid=message_uuid,
+                batch_uuid=batch_uuid,
             )
             accepted.append(result)
             new.append(NewMessage(message, result))

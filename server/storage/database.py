@@ -81,6 +81,10 @@ def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engi
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeouts.pool_ms / 1000,
+        # The most recently used connection first: writers take turns (group commit), so one
+        # or two connections do the work and keep their page caches warm, instead of every
+        # connection of the pool filling a cache of its own (RSS growing with the database).
+        pool_use_lifo=True,
         hide_parameters=True,
         connect_args={"timeout": timeouts.lock_ms / 1000},
     )

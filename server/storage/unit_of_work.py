@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
-from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -52,6 +53,9 @@ class UnitOfWork:
         self._connection: Connection | None = None
         self._transaction: RootTransaction | None = None
         self._deadline: float | None = None
+        self._savepoint: NestedTransaction | None = None
+        self.released = False
+        """In a savepoint: `commit()` released it (its writes are kept in the transaction)."""
 
     def __enter__(self) -> UnitOfWork:
         self._started = time.perf_counter()
@@ -87,8 +91,40 @@ class UnitOfWork:
         self._connection.execution_options(**{DEADLINE_OPTION: deadline})
 
     def commit(self) -> None:
+        """Commits the transaction; inside `savepoint()`, releases the savepoint instead."""
         assert self._transaction is not None, "commit outside of `with`"
+        if self._savepoint is not None:
+            self._savepoint.commit()
+            self._savepoint, self.released = None, True
+            return
         self._transaction.commit()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside the block this unit of work is one request's part of a shared transaction
+        (group commit): `commit()` releases the savepoint, leaving the block without it (or by
+        an error) rolls back to it and leaves the rest of the transaction as it was. Each
+        savepoint starts with no deadline of its own (`finish_by` sets one)."""
+        assert self._connection is not None, "savepoint outside of `with`"
+        self._deadline, self.released = None, False
+        self._connection.execution_options(**{DEADLINE_OPTION: None})
+        self._savepoint = self._connection.begin_nested()
+        try:
+            yield
+        except (DBAPIError, PoolTimeout) as error:
+            self._roll_back_savepoint()
+            translated = self._translated(error)
+            if translated is error:
+                raise
+            raise translated from error
+        finally:
+            self._roll_back_savepoint()
+
+    def _roll_back_savepoint(self) -> None:
+        if self._savepoint is not None:
+            savepoint, self._savepoint = self._savepoint, None
+            if savepoint.is_active:
+                savepoint.rollback()
 
     def __exit__(
         self,
@@ -109,11 +145,15 @@ class UnitOfWork:
             self._connection = self._transaction = None
             self._on_finish(time.perf_counter() - self._started)
         if isinstance(exc, DBAPIError | PoolTimeout):
-            translated = _translated(exc)
-            if isinstance(translated, StorageUnavailable) and self._past_deadline():
-                translated = DeadlineExceeded(str(translated))
+            translated = self._translated(exc)
             if translated is not exc:
                 raise translated from exc
+
+    def _translated(self, error: DBAPIError | PoolTimeout) -> Exception:
+        translated = _translated(error)
+        if isinstance(translated, StorageUnavailable) and self._past_deadline():
+            return DeadlineExceeded(str(translated))
+        return translated
 
     def _past_deadline(self) -> bool:
         """The caller's deadline has passed: whatever stopped the work, it has gone."""

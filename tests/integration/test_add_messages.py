@@ -426,6 +426,27 @@ def test_an_id_stored_by_a_concurrent_request_mid_transaction_is_replayed(
     assert count(postgres_engine, queued_messages) == 1
 
 
+@pytest.mark.postgres
+def test_ids_stored_by_a_concurrent_bulk_request_mid_transaction_are_replayed(
+    postgres_engine: Engine,
+) -> None:
+    """The same race when the rows go by COPY (enough of them): a unique violation there is
+    a ConflictingWrite too, and the retry replays every message."""
+    key = accounts.create_account(lambda: UnitOfWork(postgres_engine), "racer").key
+    ids = [f"{n:08x}-0813-427a-bc2f-62b0e9292403" for n in range(20)]
+    command = AddMessagesCommand(
+        key, [draft(id=i, to=f"4411111111{n:02d}") for n, i in enumerate(ids)]
+    )
+    competitor = AddMessages(lambda: UnitOfWork(postgres_engine))
+    theirs: list[AcceptedMessage] = []
+    factory = raced(
+        postgres_engine, "messages.add_many", lambda: theirs.extend(competitor(command))
+    )
+    ours = AddMessages(factory)(command)
+    assert [a.message_uuid for a in ours] == [a.message_uuid for a in theirs]
+    assert count(postgres_engine, queued_messages) == 20
+
+
 class PickAt(random.Random):
     """An rng whose choice is fixed: which pool sender a request would pick."""
 

@@ -1,0 +1,186 @@
+"""Group commit on a real database: requests that share a transaction keep their own outcome."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from server.config import Limits
+from server.domain.errors import Abandoned, IdConflict, InvalidRequest, Unauthenticated
+from server.domain.model import MessageDraft, SenderDraft
+from server.service import accounts
+from server.service.add_messages import AddMessages, AddMessagesCommand
+from server.service.clock import Environment
+from server.service.group_commit import GroupCommit
+from server.storage.errors import ConflictingWrite
+from server.storage.tables import queued_messages
+from server.storage.unit_of_work import UnitOfWork
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ID = "b2693dfe-0813-427a-bc2f-62b0e9292403"
+
+
+def draft(to: str, body: str = "Hello", **fields: Any) -> MessageDraft:
+    return MessageDraft(to=to, sender=SenderDraft("shared", ""), body=body, **fields)
+
+
+def stored(engine: Engine) -> dict[str, str]:
+    """Destination → body of every stored message, read on a connection of its own."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(queued_messages.c.destination, queued_messages.c.body))
+        return {row.destination: row.body for row in rows}
+
+
+class Transactions:
+    """Counts the transactions the group commit's units of work finish."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.finished = 0
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self.engine, self._count)
+
+    def _count(self, _seconds: float) -> None:
+        self.finished += 1
+
+
+@pytest.fixture
+def transactions(engine: Engine) -> Transactions:
+    return Transactions(engine)
+
+
+@pytest.fixture
+def group(transactions: Transactions) -> GroupCommit:
+    return GroupCommit(transactions)
+
+
+@pytest.fixture
+def add(transactions: Transactions, group: GroupCommit) -> AddMessages:
+    environment = Environment(now=lambda: NOW, rng=random.Random(7))
+    return AddMessages(transactions, Limits(), environment, group_commit=group)
+
+
+@contextmanager
+def one_group(group: GroupCommit) -> Iterator[Callable[[Callable[[], Any]], Future[Any]]]:
+    """Requests submitted inside the block queue behind a busy leader, in order, and run as
+    one group when the block ends. Yields `submit(call)`, which returns the call's future."""
+    leading, release = threading.Event(), threading.Event()
+
+    def lead(_uow: UnitOfWork) -> None:
+        leading.set()
+        release.wait(10)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        busy = pool.submit(group.run, lead)
+        assert leading.wait(10)
+        deadline = time.monotonic() + 10
+
+        def submit(call: Callable[[], Any]) -> Future[Any]:
+            queued = group.waiting()
+            future = pool.submit(call)
+            while group.waiting() == queued and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return future
+
+        yield submit
+        release.set()
+        busy.result(timeout=10)
+
+
+def test_a_bad_or_conflicting_request_fails_alone_and_the_rest_commit_together(
+    add: AddMessages,
+    group: GroupCommit,
+    account: accounts.NewAccount,
+    engine: Engine,
+    transactions: Transactions,
+) -> None:
+    with one_group(group) as submit:
+        first = submit(lambda: add(AddMessagesCommand(account.key, [draft("441111111111")])))
+        unknown = submit(lambda: add(AddMessagesCommand("not-a-key", [draft("442222222222")])))
+        invalid = submit(
+            lambda: add(AddMessagesCommand(account.key, [draft("443333333333"), draft("0")]))
+        )
+        with_id = submit(
+            lambda: add(AddMessagesCommand(account.key, [draft("444444444444", id=ID)]))
+        )
+        reused_id = submit(
+            lambda: add(
+                AddMessagesCommand(account.key, [draft("445555555555", body="Other", id=ID)])
+            )
+        )
+        clash = submit(lambda: group.run(lambda uow: uow.accounts.add(account.name, NOW)))
+        last = submit(lambda: add(AddMessagesCommand(account.key, [draft("446666666666")])))
+    finished = transactions.finished
+    assert [a.to for a in first.result()] == ["441111111111"]
+    assert [a.to for a in last.result()] == ["446666666666"]
+    assert [a.id for a in with_id.result()] == [ID]
+    with pytest.raises(Unauthenticated):
+        unknown.result()
+    with pytest.raises(InvalidRequest):
+        invalid.result()
+    with pytest.raises(IdConflict):  # sees the id stored earlier in its own group
+        reused_id.result()
+    with pytest.raises(ConflictingWrite):  # a database error inside its savepoint
+        clash.result()
+    assert stored(engine) == {
+        "441111111111": "Hello",
+        "444444444444": "Hello",
+        "446666666666": "Hello",
+    }
+    assert finished == 2  # the busy leader's transaction, then one for all seven requests
+
+
+def test_an_id_repeated_within_a_group_is_replayed_from_its_first_request(
+    add: AddMessages, group: GroupCommit, account: accounts.NewAccount, engine: Engine
+) -> None:
+    command = AddMessagesCommand(account.key, [draft("441111111111", id=ID)])
+    with one_group(group) as submit:
+        first, again = submit(lambda: add(command)), submit(lambda: add(command))
+    assert first.result() == again.result()
+    assert len(stored(engine)) == 1
+
+
+def test_a_caller_gone_before_its_group_commits_is_rolled_back_alone(
+    add: AddMessages, group: GroupCommit, account: accounts.NewAccount, engine: Engine
+) -> None:
+    """Gone after its own work but before the commit: its writes must not be kept, the
+    others' must be."""
+    gone = threading.Event()
+    with one_group(group) as submit:
+        leaving = submit(
+            lambda: add(
+                AddMessagesCommand(account.key, [draft("441111111111")], cancelled=gone.is_set)
+            )
+        )
+        submit(lambda: group.run(lambda _uow: gone.set()))  # runs after the leaving request
+        staying = submit(lambda: add(AddMessagesCommand(account.key, [draft("442222222222")])))
+    with pytest.raises(Abandoned):
+        leaving.result()
+    assert [a.to for a in staying.result()] == ["442222222222"]
+    assert stored(engine) == {"442222222222": "Hello"}
+
+
+def test_an_acknowledged_request_is_committed_when_it_returns(
+    add: AddMessages, account: accounts.NewAccount, engine: Engine
+) -> None:
+    """Durable means committed: another connection sees every acknowledged message at once."""
+
+    def acknowledged_then_seen(n: int) -> bool:
+        accepted = add(AddMessagesCommand(account.key, [draft(f"4411111111{n:02d}")]))
+        return accepted[0].to in stored(engine)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(acknowledged_then_seen, range(40)))
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(queued_messages)).scalar()
+    assert count == 40
