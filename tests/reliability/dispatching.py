@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, make_url, select
 
 from server.config import Settings
 from server.domain.model import MessageDraft, SenderDraft
 from server.processes import stop_process
 from server.service.add_messages import AddMessages, AddMessagesCommand
+from server.storage.database import create_database_engine
 from server.storage.tables import delivery_attempts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import wait_until
@@ -60,6 +61,15 @@ FAST_DISPATCH = {
 }
 """A lease of a second, so that a killed dispatcher's messages are taken over soon; claims of
 20, so that one claim's sends fit well inside it; fast retries; loopback callbacks allowed."""
+
+
+def reader(database_url: str) -> Engine:
+    """An engine for the test's own reads. On SQLite a plain one: its reads take no lock
+    (WAL), where the service's engine begins every transaction with the write lock, for which
+    it would wait on a dispatcher frozen holding it."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return create_engine(database_url)
+    return create_database_engine(database_url, pool_size=2)
 
 
 def destinations(count: int, endings: Sequence[str], rng: random.Random) -> list[str]:
@@ -115,8 +125,14 @@ class Dispatchers:
         process.wait(timeout=10)
         self.kills += 1
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) to every one: stopped, none claims, posts or records."""
+        for process in self.running.values():
+            process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self) -> list[int]:
-        """SIGTERM to each: the exit codes."""
+        """SIGTERM to each (thawed first): the exit codes."""
+        self.freeze(False)
         return [stop_process(process, timeout=30) for process in self.running.values()]
 
     def logs(self) -> str:
@@ -177,18 +193,21 @@ def receipts_delivered(engine: Engine) -> int:
         ).scalar_one()
 
 
-def receipts_leased(engine: Engine, lease: timedelta, within: timedelta) -> int:
-    """Receipts a webhook sender claimed in the last `within` and has not recorded yet: a
-    sender at work on them now, unless it was killed (a claim ends in `lease`)."""
+def receipts_leased(engine: Engine, lease: timedelta, within: timedelta) -> set[str]:
+    """The messages whose receipt a webhook sender claimed in the last `within` and has not
+    recorded yet: a sender at work on it now, or one killed holding it (a claim ends in
+    `lease`)."""
     claimed_since = datetime.now(UTC) - within
     with engine.connect() as connection:
-        return connection.execute(
-            select(func.count()).where(
-                webhook_deliveries.c.status == "pending",
-                webhook_deliveries.c.lease_owner.is_not(None),
-                webhook_deliveries.c.due_at > claimed_since + lease,
-            )
-        ).scalar_one()
+        return set(
+            connection.execute(
+                select(webhook_deliveries.c.message_uuid).where(
+                    webhook_deliveries.c.status == "pending",
+                    webhook_deliveries.c.lease_owner.is_not(None),
+                    webhook_deliveries.c.due_at > claimed_since + lease,
+                )
+            ).scalars()
+        )
 
 
 def wrong(outcome: Outcome, ending: str) -> list[str]:
