@@ -83,11 +83,11 @@ def test_two_dispatchers_send_each_message_once_and_post_each_receipt_once(
 
             def serving() -> bool:
                 assert up.process.poll() is None, up.output()
+                dispatching = up.output().count("dispatching with the sandbox driver")
                 url = f"http://127.0.0.1:{cli.http_port}/dr-responses"
-                return httpx.get(url).is_success
+                return dispatching == 2 and httpx.get(url).is_success
 
-            wait_until(serving, "mplus up to answer through Envoy", timeout=30)
-            assert up.output().count("dispatching with the sandbox driver") == 2, up.output()
+            wait_until(serving, "Envoy to answer and both dispatchers to start", timeout=30)
             uuids: list[str] = []
             for start in range(0, MESSAGES, PER_REQUEST):
                 uuids += post(cli, account["key"], to[start : start + PER_REQUEST], receiver.url())
