@@ -118,7 +118,7 @@ def test_a_bad_or_conflicting_request_fails_alone_and_the_rest_commit_together(
                 AddMessagesCommand(account.key, [draft("445555555555", body="Other", id=ID)])
             )
         )
-        clash = submit(lambda: group.run(lambda uow: uow.accounts.add(account.name, NOW)))
+        clash = submit(lambda: group.run(lambda uow: uow.accounts.add(account.name, "0" * 64, NOW)))
         last = submit(lambda: add(AddMessagesCommand(account.key, [draft("446666666666")])))
     finished = transactions.finished
     assert [a.to for a in first.result()] == ["441111111111"]
