@@ -62,7 +62,10 @@ def test_a_call_in_flight_when_the_server_stops_finishes_and_commits(stack: Stac
             wait_until(lambda: health(target) == NOT_SERVING, "health to turn NOT_SERVING")
             drained.set()  # the drain is over: from now on new calls are refused
             wait_until(lambda: closed(server.port), "the listener to close")
-            assert add_one(target, stack.key) is grpc.StatusCode.UNAVAILABLE
+            # Refused: UNAVAILABLE, or CANCELLED when grpcio's core took the connection in the
+            # instant before its listener closed (seen under load). Never stored (below).
+            refused = add_one(target, stack.key, "after the drain")
+            assert refused in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
             assert not in_flight.done()
 
             held.release.set()
@@ -73,6 +76,7 @@ def test_a_call_in_flight_when_the_server_stops_finishes_and_commits(stack: Stac
         drained.set()
         server.stop(grace=0)
     assert stack.stored_count(body="in flight at the stop") == 1
+    assert stack.stored_count(body="after the drain") == 0
     assert stack.stored_count() == before + 1
 
 
