@@ -103,6 +103,8 @@ class Dispatcher:
     """This dispatcher's name in its logs; the host and process id by default. Leases are not
     held in its name: each claim takes a fresh random token."""
     recorder: DispatchRecorder = field(default_factory=Unrecorded)
+    stopping: Callable[[], bool] = lambda: False
+    """True once the process is asked to stop: the round then ends after the send in hand."""
 
     def __post_init__(self) -> None:
         self._name = self.owner or f"{socket.gethostname()}:{os.getpid()}"
@@ -110,9 +112,14 @@ class Dispatcher:
     def run_once(self) -> int:
         """Claims up to `claim_batch` due messages and takes each one step: sent (or tried),
         or finished when its receipt is due. Answers how many it handled: 0 when none was due
-        (or the database could not be reached: the message is logged)."""
+        (or the database could not be reached: the message is logged). Asked to stop, it
+        hands back the claims it has not started, due at once for any dispatcher, rather than
+        leave them to wait out their lease."""
         claims = self._claim()
-        for claim in claims:
+        for position, claim in enumerate(claims):
+            if self.stopping():
+                self._release(claims[position:])
+                return position
             try:
                 self._handle(claim)
             except (StorageUnavailable, ConflictingWrite):
@@ -123,6 +130,25 @@ class Dispatcher:
                     extra={FIELDS: self._fields(claim)},
                 )
         return len(claims)
+
+    def _release(self, claims: list[ClaimedMessage]) -> None:
+        try:
+            with self.unit_of_work() as uow:
+                released = uow.dispatch.release(claims, self.environment.now())
+                uow.commit()
+        except (StorageUnavailable, ConflictingWrite):
+            log.warning(
+                "unstarted claims could not be handed back; they are claimed again after "
+                "their lease",
+                exc_info=True,
+                extra={FIELDS: {"owner": self._name}},
+            )
+            return
+        log.info(
+            "stopping: handed back %d claimed messages not yet sent",
+            released,
+            extra={FIELDS: {"owner": self._name}},
+        )
 
     def _claim(self) -> list[ClaimedMessage]:
         now = self.environment.now()

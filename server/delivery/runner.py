@@ -97,7 +97,12 @@ def run_dispatcher(settings: Settings) -> None:
     idle_s = delivery.poll_interval_ms / 1000
     environment = Environment()
     dispatcher = Dispatcher(
-        unit_of_work, driver_for(delivery), delivery, environment, recorder=metrics
+        unit_of_work,
+        driver_for(delivery),
+        delivery,
+        environment,
+        recorder=metrics,
+        stopping=stop.is_set,
     )
     sender = WebhookSender(unit_of_work, delivery, settings.limits, recorder=metrics)
     loops = [

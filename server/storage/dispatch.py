@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -160,6 +161,27 @@ class DispatchRepository:
         False when the lease was lost."""
         final = MessageStatus.DELIVERED if receipt.delivered else MessageStatus.FAILED
         return self._update_held(claim, final, channel, attempts, receipt, finished_at=now)
+
+    def release(self, claims: Sequence[ClaimedMessage], now: datetime) -> int:
+        """Ends the leases of claims not worked on, each as it was before the claim (a sent
+        message stays sent) and due at `now`; a lease already lost is left alone. Answers how
+        many were handed back."""
+        released = 0
+        for claim in claims:
+            status = (
+                MessageStatus.SENT if claim.status is MessageStatus.SENT else MessageStatus.QUEUED
+            )
+            result = self._connection.execute(
+                update(queued_messages)
+                .where(
+                    queued_messages.c.message_uuid == claim.message_uuid,
+                    queued_messages.c.status == claim.status,
+                    queued_messages.c.lease_owner == claim.lease_owner,
+                )
+                .values(status=status, due_at=now, lease_owner=None)
+            )
+            released += result.rowcount
+        return released
 
     def record_attempt(
         self,

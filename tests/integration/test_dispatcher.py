@@ -483,3 +483,25 @@ def test_two_dispatchers_never_send_one_message_twice_and_finish_them_all(
     assert statuses == {"delivered": count}
     assert sorted(attempts) == sorted(uuids)
     assert sorted(w.message_uuid for w in world.webhooks()) == sorted(uuids)
+
+
+def test_asked_to_stop_it_sends_no_more_and_hands_back_what_it_claimed(world: World) -> None:
+    """A rolling restart delays nothing: claims not yet started are due again at once."""
+    uuids = world.queue(*(draft(f"4477009002{i:02d}") for i in range(5)))
+    driver = Recording()
+    stopping = threading.Event()
+
+    def send_then_stop(dispatch: Dispatch) -> Outcome:
+        stopping.set()  # the stop arrives while the first message is with the carrier
+        return driver.send(dispatch)
+
+    first = replace(world.dispatcher(Answering(send_then_stop)), stopping=stopping.is_set)
+    assert first.run_once() == 1
+    assert len(driver.sent) == 1
+    rows = [world.message(u) for u in uuids]
+    assert sorted(r.status for r in rows) == ["queued"] * 4 + ["sent"]
+    assert all(r.lease_owner is None for r in rows)
+    assert all(r.due_at <= world.clock.now for r in rows if r.status == "queued")
+    world.settle(world.dispatcher(driver), RECEIPT_DELAY)  # no lease to wait out
+    assert sorted(d.message_uuid for d in driver.sent) == sorted(uuids)
+    assert [world.message(u).status for u in uuids] == ["delivered"] * 5
