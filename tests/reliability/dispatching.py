@@ -107,7 +107,11 @@ class Dispatchers:
         log = self.cli.state_dir / f"dispatch-{self.starts}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [*MPLUS, "dispatch"], env=self.cli.env, stdout=sink, stderr=subprocess.STDOUT
+                [*MPLUS, "dispatch"],
+                # Its own metrics port: make_cli keeps four from MPLUS_DISPATCH_METRICS_PORT.
+                env={**self.cli.env, "MPLUS_DISPATCHER_INDEX": str(slot)},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
             )
         self.running[slot] = process
 
