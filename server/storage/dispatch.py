@@ -168,19 +168,10 @@ class DispatchRepository:
         many were handed back."""
         released = 0
         for claim in claims:
-            status = (
+            before = (
                 MessageStatus.SENT if claim.status is MessageStatus.SENT else MessageStatus.QUEUED
             )
-            result = self._connection.execute(
-                update(queued_messages)
-                .where(
-                    queued_messages.c.message_uuid == claim.message_uuid,
-                    queued_messages.c.status == claim.status,
-                    queued_messages.c.lease_owner == claim.lease_owner,
-                )
-                .values(status=status, due_at=now, lease_owner=None)
-            )
-            released += result.rowcount
+            released += self._end_lease(claim, status=before, due_at=now)
         return released
 
     def record_attempt(
@@ -217,6 +208,13 @@ class DispatchRepository:
         """Moves the message on and ends the lease, only while `claim`'s lease still holds."""
         if receipt is not None:
             values.update(receipt_code=receipt.code, receipt_description=receipt.description)
+        return (
+            self._end_lease(claim, status=status, channel=channel, attempts=attempts, **values) == 1
+        )
+
+    def _end_lease(self, claim: ClaimedMessage, **values: Any) -> int:
+        """Writes `values` and ends the lease, only while `claim`'s lease still holds: 1, or
+        0 when another dispatcher claimed the message meanwhile."""
         result = self._connection.execute(
             update(queued_messages)
             .where(
@@ -224,9 +222,9 @@ class DispatchRepository:
                 queued_messages.c.status == claim.status,
                 queued_messages.c.lease_owner == claim.lease_owner,
             )
-            .values(status=status, channel=channel, attempts=attempts, lease_owner=None, **values)
+            .values(lease_owner=None, **values)
         )
-        return result.rowcount == 1
+        return result.rowcount
 
 
 def _claimed(row: Any) -> ClaimedMessage:
