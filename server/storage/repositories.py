@@ -125,14 +125,18 @@ class KeyRepository:
 
 
 _POOL = select(shared_senders.c.sender).order_by(shared_senders.c.sender)
-_PINNED = (
-    select(sender_pins.c.destination, sender_pins.c.sender)
-    .join(shared_senders, shared_senders.c.sender == sender_pins.c.sender)
-    .where(
-        sender_pins.c.account_id == bindparam("account_id"),
-        sender_pins.c.destination.in_(bindparam("destinations", expanding=True)),
-    )
+_PINS = select(sender_pins.c.destination, sender_pins.c.sender).join(
+    shared_senders, shared_senders.c.sender == sender_pins.c.sender
 )
+_PINNED = _PINS.where(
+    sender_pins.c.account_id == bindparam("account_id"),
+    sender_pins.c.destination.in_(bindparam("destinations", expanding=True)),
+)
+_PINNED_ONE = _PINS.where(
+    sender_pins.c.account_id == bindparam("account_id"),
+    sender_pins.c.destination == bindparam("destination"),
+)
+"""One destination (a single message's): no IN list to expand on every call."""
 
 
 def _pin_statement(insert_into: Callable[[Any], Any]) -> Insert:
@@ -177,9 +181,15 @@ class SenderRepository:
 
     def pinned(self, account_id: str, destinations: Collection[str]) -> dict[str, str]:
         """Destination → pinned sender, for pins whose sender is still in the pool."""
-        rows = self._connection.execute(
-            _PINNED, {"account_id": account_id, "destinations": list(destinations)}
-        )
+        if len(destinations) == 1:
+            (destination,) = destinations
+            rows = self._connection.execute(
+                _PINNED_ONE, {"account_id": account_id, "destination": destination}
+            )
+        else:
+            rows = self._connection.execute(
+                _PINNED, {"account_id": account_id, "destinations": list(destinations)}
+            )
         return {destination: sender for destination, sender in rows}
 
     def pin(self, account_id: str, choices: Mapping[str, str], now: datetime) -> None:
