@@ -3,8 +3,8 @@ interleaved, then the volume runs; reports medians, ratios and the issue's targe
 
 .venv/bin/python -m bench [--seconds 3] [--repeats 3] [--volume 1000000] [--no-postgres]
     [--cases "grpc 1-msg c32,json 1-msg c8"]
-(a quick look: --seconds 1 --repeats 1 --volume 20000; one case: --cases "grpc 1-msg c32"
---volume 0: the ceiling and the targets appear when their cases ran)
+(a quick look: --seconds 1 --repeats 1 --volume 20000; a few cases only, say while
+profiling: --cases "grpc 1-msg c32" --volume 0, which judges no targets)
 """
 
 from __future__ import annotations
