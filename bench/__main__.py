@@ -2,7 +2,9 @@
 interleaved, then the volume runs; reports medians, ratios and the issue's targets.
 
 .venv/bin/python -m bench [--seconds 3] [--repeats 3] [--volume 1000000] [--no-postgres]
-(a quick look: --seconds 1 --repeats 1 --volume 20000)
+    [--cases "grpc 1-msg c32,json 1-msg c8"]
+(a quick look: --seconds 1 --repeats 1 --volume 20000; a few cases only, say while
+profiling: --cases "grpc 1-msg c32" --volume 0, which judges no targets)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def _drivers(
 
 
 def _measure_cases(
+    selected: tuple[Case, ...],
     tool: str,
     state: Path,
     databases: dict[str, str],
@@ -68,7 +71,7 @@ def _measure_cases(
             stacks.enter_context(mplus_stack(state / database, url, database))
             for database, url in databases.items()
         ]
-        for case in CASES:
+        for case in selected:
             raw = cases.body(case)
             body = state / f"{case.name.replace(' ', '-')}.body"
             body.write_bytes(raw)
@@ -98,11 +101,11 @@ def _measure_cases(
 
 
 def _rows(
-    samples: dict[tuple[str, Case], list[Run]], databases: list[str]
+    samples: dict[tuple[str, Case], list[Run]], databases: list[str], selected: tuple[Case, ...]
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for database in databases:
-        for case in CASES:
+        for case in selected:
             runs, noop_runs = samples[(database, case)], samples[("no-op", case)]
             row: dict[str, object] = {
                 "database": database,
@@ -126,6 +129,8 @@ def _ceilings(
 ) -> dict[str, dict[str, object]]:
     """Per database: the 1000-message case against 1 / (1/no-op + 1/driver)."""
     bulk = cases.BULK
+    if ("no-op", bulk) not in samples:
+        return {}
     noop = median_rate(samples[("no-op", bulk)]) * bulk.messages
     ceilings: dict[str, dict[str, object]] = {}
     for database, runs in driver_runs.items():
@@ -160,6 +165,8 @@ def _targets(
     volumes: dict[str, object] | None,
 ) -> list[Target]:
     targets: list[Target] = []
+    if len(rows) < len(CASES) * len(ceilings) or not ceilings:
+        return targets  # some cases were left out (--cases): no verdicts on part of a run
     for database, ceiling in ceilings.items():
         single = cases.SINGLE_C32
         figures = next(
@@ -202,6 +209,16 @@ def _targets(
     return targets
 
 
+def _selected(names: str) -> tuple[Case, ...]:
+    """The cases named (comma-separated), in CASES's order."""
+    wanted = {name.strip() for name in names.split(",") if name.strip()}
+    unknown = wanted - {case.name for case in CASES}
+    if unknown:
+        known = ", ".join(case.name for case in CASES)
+        raise argparse.ArgumentTypeError(f"unknown cases {sorted(unknown)}; known: {known}")
+    return tuple(case for case in CASES if case.name in wanted)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per run")
@@ -213,6 +230,12 @@ def main() -> None:
         help="messages for the RSS and stored runs (0: skip)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--cases",
+        type=_selected,
+        default=CASES,
+        help="only these cases, by name, comma-separated (e.g. 'grpc 1-msg c32')",
+    )
     args = parser.parse_args()
     tool = h2load.ensure_installed()
     started = datetime.now(UTC)
@@ -225,14 +248,14 @@ def main() -> None:
             databases["postgres"] = servers.enter_context(fresh_postgres_database(postgres_base))
         drivers = _drivers(state, postgres_base, args.seconds)
         samples, driver_runs, stored = _measure_cases(
-            tool, state, databases, drivers, args.seconds, args.repeats
+            args.cases, tool, state, databases, drivers, args.seconds, args.repeats
         )
         volumes = (
             volume.run(tool, state / "volume", args.volume, args.seconds, args.repeats)
             if args.volume
             else None
         )
-    rows = _rows(samples, list(databases))
+    rows = _rows(samples, list(databases), args.cases)
     ceilings = _ceilings(samples, driver_runs)
     targets = _targets(rows, ceilings, volumes)
     RESULTS.mkdir(exist_ok=True)

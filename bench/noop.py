@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mplus.v1 import message_pb2, message_service_pb2
 
-from server.api.server import bound_the_allocator, grpc_server
+from server.api.server import bound_the_allocator, grpc_server, shorten_the_switch_interval
 from server.api.servicer import SERVICE_NAME
 from server.config import Settings
 
@@ -54,6 +54,7 @@ def create_noop_server(settings: Settings) -> tuple[grpc.Server, int]:
 
 def main() -> None:
     bound_the_allocator()  # as `mplus serve` does
+    shorten_the_switch_interval()
     server, _port = create_noop_server(Settings.from_env())
     server.start()
     server.wait_for_termination()

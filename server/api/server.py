@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -159,11 +160,24 @@ def bound_the_allocator() -> None:
     libc.mallopt(M_ARENA_MAX, 2)
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread may hold the GIL while another waits for it (Python's default: 5 ms)."""
+
+
+def shorten_the_switch_interval() -> None:
+    """Under group commit one thread runs every request's statements in turn, and it drops the
+    GIL at each one (SQLite works without it); with the default 5 ms it then waits behind the
+    threads parsing and answering calls, and the whole queue waits with it. A tenth of that
+    measured a quarter more 1-message requests/s at concurrency 32 (1,590 → 2,030)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGTERM drains first (for a
     replica behind Envoy); SIGINT, or a second signal, skips the drain (nothing routes here any
     more); in-flight calls get their grace period either way."""
     bound_the_allocator()
+    shorten_the_switch_interval()
     engine = create_database_engine(
         settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.db_timeouts
     )

@@ -93,6 +93,13 @@ class AccountRepository:
         return [AccountSummary(r.id, r.name, r.created_at, r.active_keys) for r in rows]
 
 
+_ACCOUNT_FOR = select(api_keys.c.account_id).where(
+    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
+"""Built once, as every statement a request runs: building one costs several times what
+running it from SQLAlchemy's compiled cache does."""
+
+
 class KeyRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
@@ -106,12 +113,7 @@ class KeyRepository:
 
     def account_for(self, key_hash: str) -> str | None:
         """The account an active key belongs to; None for unknown and revoked keys alike."""
-        row = self._connection.execute(
-            select(api_keys.c.account_id).where(
-                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-            )
-        ).first()
-        return row.account_id if row else None
+        return self._connection.execute(_ACCOUNT_FOR, {"key_hash": key_hash}).scalar()
 
     def revoke(self, key_hash: str, now: datetime) -> bool:
         result = self._connection.execute(
@@ -120,6 +122,35 @@ class KeyRepository:
             .values(revoked_at=now)
         )
         return result.rowcount > 0
+
+
+_POOL = select(shared_senders.c.sender).order_by(shared_senders.c.sender)
+_PINS = select(sender_pins.c.destination, sender_pins.c.sender).join(
+    shared_senders, shared_senders.c.sender == sender_pins.c.sender
+)
+_PINNED = _PINS.where(
+    sender_pins.c.account_id == bindparam("account_id"),
+    sender_pins.c.destination.in_(bindparam("destinations", expanding=True)),
+)
+_PINNED_ONE = _PINS.where(
+    sender_pins.c.account_id == bindparam("account_id"),
+    sender_pins.c.destination == bindparam("destination"),
+)
+"""One destination (a single message's): no IN list to expand on every call."""
+
+
+def _pin_statement(insert_into: Callable[[Any], Any]) -> Insert:
+    """A pin per row; a pin whose sender left the pool is replaced, a live one kept."""
+    statement = insert_into(sender_pins)
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=[sender_pins.c.account_id, sender_pins.c.destination],
+        set_={"sender": statement.excluded.sender, "pinned_at": statement.excluded.pinned_at},
+        where=sender_pins.c.sender.not_in(select(shared_senders.c.sender)),
+    )
+
+
+_PIN = {"postgresql": _pin_statement(postgresql.insert), "sqlite": _pin_statement(sqlite.insert)}
+"""By dialect name: ON CONFLICT is each dialect's own construct."""
 
 
 class SenderRepository:
@@ -146,23 +177,20 @@ class SenderRepository:
         return result.rowcount
 
     def pool(self) -> list[str]:
-        return list(
-            self._connection.execute(
-                select(shared_senders.c.sender).order_by(shared_senders.c.sender)
-            ).scalars()
-        )
+        return list(self._connection.execute(_POOL).scalars())
 
     def pinned(self, account_id: str, destinations: Collection[str]) -> dict[str, str]:
         """Destination → pinned sender, for pins whose sender is still in the pool."""
-        rows = self._connection.execute(
-            select(sender_pins.c.destination, sender_pins.c.sender)
-            .join(shared_senders, shared_senders.c.sender == sender_pins.c.sender)
-            .where(
-                sender_pins.c.account_id == account_id,
-                sender_pins.c.destination.in_(list(destinations)),
+        if len(destinations) == 1:
+            (destination,) = destinations
+            rows = self._connection.execute(
+                _PINNED_ONE, {"account_id": account_id, "destination": destination}
             )
-        )
-        return {row.destination: row.sender for row in rows}
+        else:
+            rows = self._connection.execute(
+                _PINNED, {"account_id": account_id, "destinations": list(destinations)}
+            )
+        return {destination: sender for destination, sender in rows}
 
     def pin(self, account_id: str, choices: Mapping[str, str], now: datetime) -> None:
         """Pins each destination to its chosen sender unless a live pin already exists.
@@ -173,14 +201,8 @@ class SenderRepository:
         """
         if not choices:
             return
-        statement: Insert = _upsertable_insert(self._connection, sender_pins)
-        statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
-            index_elements=[sender_pins.c.account_id, sender_pins.c.destination],
-            set_={"sender": statement.excluded.sender, "pinned_at": statement.excluded.pinned_at},  # type: ignore[attr-defined]
-            where=sender_pins.c.sender.not_in(select(shared_senders.c.sender)),
-        )
         self._connection.execute(
-            statement,
+            _PIN[self._connection.dialect.name],
             [
                 {"account_id": account_id, "destination": d, "sender": s, "pinned_at": now}
                 for d, s in sorted(choices.items())
