@@ -87,7 +87,8 @@ class AddMessages:
         new_uuid = self.environment.new_uuid
         ids = [(new_uuid(), new_uuid()) for _ in outgoing]
         for message in outgoing:
-            message.fingerprint()  # computed once, kept
+            if message.id is not None:
+                message.fingerprint()  # computed once, kept; without an id, never needed
 
         def work(uow: UnitOfWork) -> list[AcceptedMessage]:
             return self._transaction(

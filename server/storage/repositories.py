@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from server.domain.model import AcceptedMessage, OutgoingMessage, SenderType
 from server.storage.errors import ConflictingWrite
+from server.storage.lists import DIALECTS, any_of, bound_list
 from server.storage.tables import accounts, api_keys, queued_messages, sender_pins, shared_senders
 
 
@@ -128,15 +129,18 @@ _POOL = select(shared_senders.c.sender).order_by(shared_senders.c.sender)
 _PINS = select(sender_pins.c.destination, sender_pins.c.sender).join(
     shared_senders, shared_senders.c.sender == sender_pins.c.sender
 )
-_PINNED = _PINS.where(
-    sender_pins.c.account_id == bindparam("account_id"),
-    sender_pins.c.destination.in_(bindparam("destinations", expanding=True)),
-)
 _PINNED_ONE = _PINS.where(
     sender_pins.c.account_id == bindparam("account_id"),
     sender_pins.c.destination == bindparam("destination"),
 )
-"""One destination (a single message's): no IN list to expand on every call."""
+"""One destination (a single message's): no list to bind."""
+_PINNED = {
+    dialect: _PINS.where(
+        sender_pins.c.account_id == bindparam("account_id"),
+        any_of(sender_pins.c.destination, "destinations", dialect),
+    )
+    for dialect in DIALECTS
+}
 
 
 def _pin_statement(insert_into: Callable[[Any], Any]) -> Insert:
@@ -188,7 +192,11 @@ class SenderRepository:
             )
         else:
             rows = self._connection.execute(
-                _PINNED, {"account_id": account_id, "destinations": list(destinations)}
+                _PINNED[self._connection.dialect.name],
+                {
+                    "account_id": account_id,
+                    "destinations": bound_list(self._connection, destinations),
+                },
             )
         return {destination: sender for destination, sender in rows}
 
@@ -223,10 +231,13 @@ class NewMessage(NamedTuple):
     accepted: AcceptedMessage
 
 
-_BY_CLIENT_IDS = select(queued_messages).where(
-    queued_messages.c.account_id == bindparam("account_id"),
-    queued_messages.c.client_id.in_(bindparam("client_ids", expanding=True)),
-)
+_BY_CLIENT_IDS = {
+    dialect: select(queued_messages).where(
+        queued_messages.c.account_id == bindparam("account_id"),
+        any_of(queued_messages.c.client_id, "client_ids", dialect),
+    )
+    for dialect in DIALECTS
+}
 """Built once: building a statement costs more than running it from the compiled cache."""
 
 
@@ -240,7 +251,8 @@ class MessageRepository:
         if not client_ids:
             return {}
         rows = self._connection.execute(
-            _BY_CLIENT_IDS, {"account_id": account_id, "client_ids": list(client_ids)}
+            _BY_CLIENT_IDS[self._connection.dialect.name],
+            {"account_id": account_id, "client_ids": bound_list(self._connection, client_ids)},
         )
         return {
             row.client_id: StoredMessage(
@@ -267,7 +279,8 @@ class MessageRepository:
 
         The rows go to the driver as SQLAlchemy's own column types would bind them, but each
         distinct value (the timestamps, the channel lists, the flags) is converted once per
-        request instead of once per row: the rows are the service's hottest loop."""
+        request instead of once per row: the rows are the service's hottest loop. Only a
+        message with an id gets a fingerprint: only an id finds a stored message again."""
         if not messages:
             return
         dialect = self._connection.dialect
@@ -291,7 +304,8 @@ class MessageRepository:
             rows.append(
                 (
                     accepted.message_uuid, accepted.batch_uuid, account_id, message.client_id,
-                    message.id, message.fingerprint(), message.to, message.sender_type.value,
+                    message.id, message.fingerprint() if message.id is not None else "",
+                    message.to, message.sender_type.value,
                     accepted.sender, message.body, message.callback, channels[given],
                     flag[message.channels_given], message.send_at, stamps[due_at],
                     flag[accepted.scheduled], "queued", created_at,
