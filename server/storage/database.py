@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.config import DatabaseTimeouts
 from server.storage.errors import DeadlineExceeded
+from server.storage.writer_lock import WriterLock, WriterLockTimeout
 
 POSTGRES_CONNECT_TIMEOUT_S = 5
 DEFAULT_TIMEOUTS = DatabaseTimeouts()
 DEADLINE_OPTION = "mplus_deadline"
 """A connection execution option set by a unit of work: the caller's deadline, a
 time.monotonic() value, which PostgreSQL statements are bounded by (see below)."""
+WRITER_LOCK = "mplus_writer_lock"
+"""A SQLite connection's WriterLock, in its pool record's info."""
+SQLITE_BUSY = "SQLITE_BUSY"
+"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 def create_database_engine(
@@ -100,12 +106,36 @@ def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engi
         cursor.execute(f"PRAGMA busy_timeout={timeouts.lock_ms}")
         cursor.close()
 
+    @event.listens_for(engine, "connect")
+    def _open_writer_lock(_dbapi_connection: Any, record: Any) -> None:
+        record.info[WRITER_LOCK] = WriterLock(Path(database))
+
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
         # Take the write lock up front: a read-then-write transaction can then never fail
         # with "database is locked" halfway, and concurrent requests serialise cleanly. Waiting
-        # for it is bounded by the busy timeout: past that, "database is locked".
+        # for it is bounded by the busy timeout: past that, "database is locked". Writers in
+        # other processes queue on the writer lock first (see writer_lock).
+        try:
+            connection.connection.info[WRITER_LOCK].acquire(timeouts.lock_ms / 1000)
+        except WriterLockTimeout:
+            busy = sqlite3.OperationalError("database is locked (waiting for the writer lock)")
+            busy.sqlite_errorname = SQLITE_BUSY
+            raise OperationalError("BEGIN IMMEDIATE", None, busy) from None
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _release_writer_lock(_dbapi_connection: Any, record: Any) -> None:
+        # After the pool's rollback-on-return: the transaction is over either way.
+        lock = record.info.get(WRITER_LOCK) if record is not None else None
+        if lock is not None:
+            lock.release()
+
+    @event.listens_for(engine, "close")
+    def _close_writer_lock(_dbapi_connection: Any, record: Any) -> None:
+        lock = record.info.pop(WRITER_LOCK, None) if record is not None else None
+        if lock is not None:
+            lock.close()
 
     return engine
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.storage.batches import BatchRepository
-from server.storage.database import DEADLINE_OPTION
+from server.storage.database import DEADLINE_OPTION, SQLITE_BUSY
 from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
@@ -29,8 +29,6 @@ LOCK_NOT_AVAILABLE = "55P03"
 """PostgreSQL's lock_timeout expired."""
 QUERY_CANCELED = "57014"
 """PostgreSQL's statement_timeout expired."""
-SQLITE_BUSY = "SQLITE_BUSY"
-"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 _SAVEPOINT = "SAVEPOINT request"
