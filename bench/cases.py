@@ -55,12 +55,14 @@ def batch_fields(size: int, mix: bool = False) -> dict[str, object]:
     }
 
 
-def body(case: Case) -> bytes:
+def body(case: Case, dry_run: bool = False) -> bytes:
     """The request body: a length-prefixed gRPC message (uncompressed, key left out: it goes
-    in x-api-key), or the JSON batch."""
+    in x-api-key), or the JSON batch; `dry_run` (gRPC only) validates and stores nothing."""
     fields = batch_fields(case.messages, case.mix)
     if case.transport == "json":
+        assert not dry_run, "a JSON dry run is a query parameter"
         return json.dumps(fields).encode()
     batch = json_format.ParseDict(fields, message_service_pb2.MessageBatch())
-    payload = message_service_pb2.AddMessagesRequest(batch=batch).SerializeToString()
+    request = message_service_pb2.AddMessagesRequest(batch=batch, dry_run=dry_run)
+    payload = request.SerializeToString()
     return b"\x00" + len(payload).to_bytes(4, "big") + payload

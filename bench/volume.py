@@ -41,9 +41,20 @@ def _rate(figures: dict[str, float | None]) -> float:
     return rate
 
 
+def _warm_up(tool: str, target: Target, state: Path, seconds: float) -> None:
+    """The throughput cases as dry runs, which store nothing: the server's threads, gRPC's
+    buffers and the allocator's arenas reach the size that serving brings whatever the volume
+    stored, so that the first sample compares like with like."""
+    for case in THROUGHPUT_CASES:
+        dry = state / f"volume-{case.messages}-dry.body"
+        dry.write_bytes(cases.body(case, dry_run=True))
+        measure(tool, target, case, dry, seconds)
+
+
 def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dict[str, object]:
-    """RSS (now and peak) after FIRST_SAMPLE and after `total` accepted messages; throughput
-    just after the first sample and again at the end, with the stored count at each."""
+    """RSS (now and peak) after FIRST_SAMPLE accepted messages, cold and then warmed up by dry
+    runs (`_warm_up`), and after `total`; throughput just after the first sample and again at
+    the end, with the stored count at each."""
     state.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{state / 'mplus' / 'mplus.db'}"
     bodies: dict[Case, Path] = {}
@@ -54,6 +65,9 @@ def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dic
     with mplus_stack(state / "mplus", database_url) as target:
         check_once(target, bulk, bodies[bulk].read_bytes())
         send(tool, target, bulk, bodies[bulk], FIRST_SAMPLE // bulk.messages - 1)
+        rss_cold, peak_cold = memory_kib(target.server_pid)
+        print(f"volume: {FIRST_SAMPLE:,} accepted, cold: RSS {rss_cold / 1024:.1f} MiB", flush=True)
+        _warm_up(tool, target, state, seconds)
         rss_first, peak_first = memory_kib(target.server_pid)
         accepted_first = stored_messages(database_url)
         print(f"volume: {accepted_first:,} accepted, RSS {rss_first / 1024:.1f} MiB", flush=True)
@@ -73,6 +87,8 @@ def run(tool: str, state: Path, total: int, seconds: float, repeats: int) -> dic
         full = _throughput(tool, target, bodies, seconds, repeats)
     ratios = {name: _rate(full[name]) / _rate(empty[name]) for name in empty}
     return {
+        "rss_kib_cold": {"accepted": accepted_first, "now": rss_cold, "peak": peak_cold},
+        "peak_rss_ratio_from_cold": peak_last / peak_cold,
         "rss_kib": {"accepted": accepted_first, "now": rss_first, "peak": peak_first},
         "rss_kib_at_total": {"accepted": accepted_last, "now": rss_last, "peak": peak_last},
         "rss_kib_after_empty_runs": after_runs,
