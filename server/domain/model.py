@@ -101,7 +101,7 @@ class OutgoingMessage:
         A retry sent later still matches: `send_at` counts as the instant given (or its
         absence), not the moment the message was accepted.
 
-        Computed once and kept: the value is frozen.
+        Computed once and kept: the value never changes (frozen to mypy, see value_object).
         """
         kept: str | None = self.__dict__.get("_fingerprint")
         if kept is not None:

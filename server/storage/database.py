@@ -24,8 +24,6 @@ DEADLINE_OPTION = "mplus_deadline"
 time.monotonic() value, which PostgreSQL statements are bounded by (see below)."""
 WRITER_LOCK = "mplus_writer_lock"
 """A SQLite connection's WriterLock, in its pool record's info."""
-SQLITE_BUSY = "SQLITE_BUSY"
-"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 def create_database_engine(
@@ -137,7 +135,10 @@ def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engi
 
     @event.listens_for(engine, "connect")
     def _open_writer_lock(_dbapi_connection: Any, record: Any) -> None:
-        record.info[WRITER_LOCK] = WriterLock(Path(database))
+        try:
+            record.info[WRITER_LOCK] = WriterLock(Path(database))
+        except OSError as error:  # as the driver's own: SQLAlchemy wraps it, callers translate it
+            raise sqlite3.OperationalError(f"cannot open the writer lock: {error}") from error
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
@@ -147,10 +148,8 @@ def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engi
         # other processes queue on the writer lock first (see writer_lock).
         try:
             connection.connection.info[WRITER_LOCK].acquire(timeouts.lock_ms / 1000)
-        except WriterLockTimeout:
-            busy = sqlite3.OperationalError("database is locked (waiting for the writer lock)")
-            busy.sqlite_errorname = SQLITE_BUSY
-            raise OperationalError("BEGIN IMMEDIATE", None, busy) from None
+        except WriterLockTimeout as timeout:
+            raise OperationalError("BEGIN IMMEDIATE", None, timeout) from None
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     @event.listens_for(engine, "checkin")

@@ -100,6 +100,7 @@ queued_messages = Table(
     Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
     Column("client_id", String(36), nullable=True),
     Column("submitted_id", String(36), nullable=True),
+    # The content's hash, to tell a retry from a reused id: "" for a message without an id.
     Column("fingerprint", String(64), nullable=False),
     Column("destination", String(15), nullable=False),
     Column("sender_type", String(8), nullable=False),

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.storage.batches import BatchRepository
-from server.storage.database import DEADLINE_OPTION, SQLITE_BUSY
+from server.storage.database import DEADLINE_OPTION
 from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
@@ -22,6 +22,7 @@ from server.storage.repositories import (
     SenderRepository,
 )
 from server.storage.webhooks import WebhookOutbox
+from server.storage.writer_lock import WriterLockTimeout
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
@@ -29,6 +30,8 @@ LOCK_NOT_AVAILABLE = "55P03"
 """PostgreSQL's lock_timeout expired."""
 QUERY_CANCELED = "57014"
 """PostgreSQL's statement_timeout expired."""
+SQLITE_BUSY = "SQLITE_BUSY"
+"""SQLite's busy timeout expired waiting for the write lock ("database is locked")."""
 
 
 _SAVEPOINT = "SAVEPOINT request"
@@ -185,6 +188,7 @@ def _translated(error: DBAPIError | PoolTimeout) -> Exception:
     if (
         sqlstate == LOCK_NOT_AVAILABLE
         or getattr(error.orig, "sqlite_errorname", None) == SQLITE_BUSY
+        or isinstance(error.orig, WriterLockTimeout)
     ):
         return StorageUnavailable("database busy: a lock was not granted in time")
     if sqlstate == QUERY_CANCELED:

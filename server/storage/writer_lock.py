@@ -8,8 +8,11 @@ writer here takes an advisory lock (flock) on `<database>-writer.lock` before BE
 IMMEDIATE and keeps it until its connection returns to the pool, so the write lock is
 almost never found taken, and a waiter looks again within a millisecond.
 
-The wait stays bounded by the busy timeout, as SQLite's own. A process that dies holding
-the lock loses it with its file descriptor (the kernel releases a flock on close).
+The wait for it is bounded by the busy timeout, and BEGIN IMMEDIATE's own wait after it
+too: only a writer outside mplus (the sqlite3 shell) can make that second one last, so the
+whole is at most twice the timeout. A process that dies holding the lock loses it with its
+file descriptor (the kernel releases a flock on close). The file takes the database file's
+permissions, as SQLite's -wal and -shm do, and is opened read-only: flock needs no more.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class WriterLock:
     """One connection's handle on the lock file: held between `acquire` and `release`."""
 
     def __init__(self, database: Path) -> None:
-        self._fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Raises OSError when the file cannot be opened or made."""
+        mode = os.stat(database).st_mode & 0o666 if database.exists() else 0o644
+        self._fd = os.open(f"{database}-writer.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, mode)
         self.held = False
 
     def acquire(self, timeout_s: float) -> None:

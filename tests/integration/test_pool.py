@@ -31,13 +31,16 @@ def terminate(url: str, pid: int) -> None:
     admin.dispose()
 
 
-def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_url: str) -> None:
+def test_a_connection_dropped_while_idle_is_replaced_before_use(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 0.1)
     engine = create_database_engine(postgres_url, pool_size=1)
     upgrade(engine)
     try:
         first = backend_pid(engine)
         terminate(postgres_url, first)
-        time.sleep(database.PING_AFTER_IDLE_S + 0.1)
+        time.sleep(0.2)
         with UnitOfWork(engine) as uow:  # no error: the ping found it dead
             assert uow.keys.account_for("no such key") is None
         assert backend_pid(engine) != first
@@ -46,8 +49,9 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(postgres_url: st
 
 
 def test_a_connection_dropped_right_after_use_fails_one_request_then_the_pool_recovers(
-    postgres_url: str,
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 60.0)  # however slow `terminate` is
     engine = create_database_engine(postgres_url, pool_size=1)
     upgrade(engine)
     try:

@@ -3,6 +3,7 @@ soon as the holder is done, a dead holder frees it, and the wait stays bounded."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,14 +14,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from server.config import DatabaseTimeouts
 from server.storage.database import create_database_engine
 from server.storage.errors import StorageUnavailable
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
+from server.storage.writer_lock import WriterLockTimeout
 
-HOLD_S = 0.3
+HOLD_S = 0.38
+"""Halfway between two of the times SQLite's own busy handler would look again (0.328 and
+0.428 s: naps of 1, 2, 5, 10… ms, then 100 ms each): a waiter that goes within a few ms of
+the commit was woken by the writer lock, not by SQLite."""
 
 HOLDER = """
 import sys, time
@@ -30,6 +36,18 @@ with engine.begin():
     print("held", flush=True)
     time.sleep(60)
 """
+
+
+def lock_is_free(url: str) -> bool:
+    """Whether another process could take the writer lock now (a probe of our own)."""
+    fd = os.open(f"{url.removeprefix('sqlite:///')}-writer.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got it
+    return True
 
 
 @pytest.fixture
@@ -53,6 +71,7 @@ def test_a_waiting_writer_goes_as_soon_as_the_holder_commits(url: str) -> None:
 
     try:
         with UnitOfWork(holder) as uow:
+            assert not lock_is_free(url)
             thread = threading.Thread(target=write)
             thread.start()
             time.sleep(HOLD_S)
@@ -61,8 +80,8 @@ def test_a_waiting_writer_goes_as_soon_as_the_holder_commits(url: str) -> None:
             committed_at = time.monotonic()
         thread.join(timeout=10)
         assert began_at and began_at[0] >= committed_at
-        # Not after SQLite's growing busy naps (up to 100 ms each): within the lock's longest.
-        assert began_at[0] - committed_at < 0.05
+        assert began_at[0] - committed_at < 0.02  # the lock's naps are 1 ms at most
+        assert lock_is_free(url)  # both returned their connection: released
     finally:
         holder.dispose()
         waiter.dispose()
@@ -75,13 +94,17 @@ def test_a_holder_killed_mid_transaction_frees_the_lock(url: str) -> None:
     engine = create_database_engine(url, timeouts=DatabaseTimeouts(lock_ms=200))
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        assert not lock_is_free(url)
         with (
-            pytest.raises(StorageUnavailable, match="a lock was not granted in time"),
+            pytest.raises(StorageUnavailable, match="a lock was not granted in time") as refused,
             UnitOfWork(engine),
         ):
             pass
+        cause = refused.value.__cause__
+        assert isinstance(cause, DBAPIError) and isinstance(cause.orig, WriterLockTimeout)
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
+        assert lock_is_free(url)
         with UnitOfWork(engine) as uow:  # the kernel dropped the dead process's lock
             uow.commit()
         with engine.connect() as connection:
