@@ -80,7 +80,7 @@ def test_a_waiting_writer_goes_as_soon_as_the_holder_commits(url: str) -> None:
             committed_at = time.monotonic()
         thread.join(timeout=10)
         assert began_at and began_at[0] >= committed_at
-        assert began_at[0] - committed_at < 0.02  # the lock's naps are 1 ms at most
+        assert began_at[0] - committed_at < 0.03  # the lock's naps are 1 ms at most
         assert lock_is_free(url)  # both returned their connection: released
     finally:
         holder.dispose()
