@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -32,8 +34,96 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+ATOMIC_WRITE_BYTES = 4096
+"""PIPE_BUF: a write to a pipe up to this size is never interleaved with another process's
+(the workers, the dispatchers and `mplus up` share their output), so no line is cut."""
+WRITE_EVERY_S = 0.05
+"""How long a line may wait to be written: a kill -9 loses at most this much of the log."""
+
+
+class BackgroundLines(logging.Handler):
+    """Formats a record in the logging thread and queues the line; a thread of its own writes
+    the queued lines every WRITE_EVERY_S, as few writes as whole lines allow.
+
+    Under load every request logs a line. Written by the request's thread, each line was a
+    system call that drops the GIL; woken for each line, a writer thread took the GIL from the
+    request threads as often. Either way the requests queued behind the handoffs: 1-message
+    gRPC requests at concurrency 32 ran about a fifth faster with no line at all, and as fast
+    with lines written this way. `flush()` returns once every line queued before it is written;
+    `logging.shutdown()`, at exit, flushes and closes: a process that exits loses no line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self._lines: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
+        self._now = threading.Event()
+        """Set by `flush` and `close`: write what is queued without waiting for the period."""
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_lines, name="log-lines", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.put(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Every line queued so far is written when this returns (or after 5 s)."""
+        if not self._writer.is_alive():
+            return
+        done = threading.Event()
+        self._lines.put(done)
+        self._now.set()
+        done.wait(timeout=5)
+
+    def close(self) -> None:
+        self._closing = True
+        self._now.set()
+        self._writer.join(timeout=5)
+        super().close()
+
+    def _write_lines(self) -> None:
+        while True:
+            self._now.wait(WRITE_EVERY_S)
+            self._now.clear()
+            closing = self._closing
+            self._write_queued()
+            if closing:
+                return
+
+    def _write_queued(self) -> None:
+        lines: list[str] = []
+        size = 0
+        while True:
+            try:
+                item = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, threading.Event):  # a flush: everything before it goes now
+                self._write("".join(lines))
+                lines, size = [], 0
+                item.set()
+                continue
+            if lines and size + len(item) > ATOMIC_WRITE_BYTES:  # ASCII: json.dumps escapes
+                self._write("".join(lines))
+                lines, size = [], 0
+            lines.append(item)
+            size += len(item)
+        self._write("".join(lines))
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: the lines go, the process stays
+            pass
+
+
 def log_json_lines(stream: IO[str] | None = None, level: int = logging.INFO) -> None:
     """Replaces the root handlers: every record of the process goes to `stream` (stderr)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = BackgroundLines(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
