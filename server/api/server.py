@@ -75,6 +75,11 @@ class GrpcServer:
             self.metrics_listener.stop()
 
 
+POSTGRES_GROUPED_AT_MOST = 9
+"""Messages in a request that PostgreSQL runs in a group commit: from ten on, the bulk insert
+goes by COPY and the request amortises its own transaction."""
+
+
 def grpc_server(settings: Settings) -> grpc.Server:
     """An empty gRPC server with mplus's threads, concurrency bound and message limits (the
     benchmark's no-op ceiling is built on it too, so both run on the same settings)."""
@@ -187,11 +192,17 @@ def serve(settings: Settings) -> None:
     def unit_of_work() -> UnitOfWork:
         return UnitOfWork(engine, metrics.db_transaction_duration.observe)
 
-    # SQLite's writers take turns on its one write lock anyway: grouping them turns many
-    # commits (fsyncs) into one. PostgreSQL's run side by side in its own processes, and one
-    # transaction at a time would only serialise them.
-    group_commit = GroupCommit(unit_of_work) if engine.dialect.name == "sqlite" else None
-    add_messages = AddMessages(unit_of_work, limits=settings.limits, group_commit=group_commit)
+    # SQLite's writers take turns on its one write lock anyway: grouping them all turns many
+    # commits (fsyncs) into one. PostgreSQL's run side by side in its own processes: small
+    # requests share their round trips (BEGIN, the key, COMMIT) in groups, larger ones run
+    # side by side (grouped, 1-message requests at concurrency 32 went 55 % faster, 100-message
+    # ones 21 % slower).
+    add_messages = AddMessages(
+        unit_of_work,
+        limits=settings.limits,
+        group_commit=GroupCommit(unit_of_work),
+        grouped_at_most=None if engine.dialect.name == "sqlite" else POSTGRES_GROUPED_AT_MOST,
+    )
     address = settings.grpc_address
     probe_engine = _probe_engine(settings)
     running = create_server(

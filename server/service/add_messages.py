@@ -61,7 +61,9 @@ class AddMessages:
         default_factory=lambda: Environment(new_uuid=time_ordered_uuid)
     )
     group_commit: GroupCommit | None = None
-    """Given, concurrent requests share transactions (each in its own savepoint)."""
+    """Given, concurrent requests share transactions (see group_commit)."""
+    grouped_at_most: int | None = None
+    """A request with more messages runs in a transaction of its own; None: none does."""
 
     def __call__(
         self,
@@ -99,7 +101,9 @@ class AddMessages:
             if command.abandoned():
                 raise Abandoned()  # the caller has gone: take no connection, no lock
             try:
-                if self.group_commit is not None:
+                if self.group_commit is not None and (
+                    self.grouped_at_most is None or len(outgoing) <= self.grouped_at_most
+                ):
                     return self.group_commit.run(work, command.abandoned)
                 with self.unit_of_work() as uow:
                     return work(uow)

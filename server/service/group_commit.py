@@ -1,19 +1,24 @@
 """Group commit: concurrent requests share one transaction and its one commit (one fsync),
-each in a savepoint of its own, and each hears its outcome only once that commit is done.
+and each hears its outcome only once that commit is done.
 
-Each request stays all or nothing and isolated: its work runs in a savepoint, so its error
-(bad input, a conflicting id, a database error inside it) rolls back only its own writes and
-reaches only its own caller; the others in the group go on. A success is returned only after
-the group's COMMIT returned: acknowledged means durably stored, as without grouping. A failed
-COMMIT (or a broken connection) fails every request whose work had succeeded, with that error.
+Each request stays all or nothing and isolated. The group first runs its requests one after
+another with no savepoint: a request refused before it wrote anything (an unknown key, bad
+input, a reused id) fails alone at no cost to the others. Should one fail after it wrote (a
+conflicting id, a database error, its caller gone between its insert and its end), the
+transaction is rolled back and the group runs again, each request in a savepoint of its own,
+so that its error undoes only its own writes and reaches only its own caller. A success is
+returned only after the group's COMMIT returned: acknowledged means durably stored, as without
+grouping. A failed COMMIT (or a broken connection) fails every request whose work had
+succeeded, with that error.
 
 The first waiting request becomes the leader: it takes every request queued so far (up to
 `max_group`), runs them one after another on one connection, commits, and hands each its
 result; requests that arrive meanwhile wait for the writer and form the next group. So a lone
 request commits at once (in a transaction of its own, no savepoint), and under load the
 commits per second stay few while the requests per commit grow: on SQLite, whose writers take
-turns anyway, that turns many fsyncs into one. A request whose caller has gone by the time
-its group would commit is rolled back with the group, which then runs again without it.
+turns anyway, that turns many fsyncs into one, and on PostgreSQL many round trips (BEGIN, the
+key, COMMIT) into one. A request whose caller has gone by the time its group would commit is
+rolled back with the group, which then runs again without it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from server.domain.errors import Abandoned
+from server.domain.errors import Abandoned, DomainError
 from server.storage.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -50,6 +55,24 @@ class _Job(Generic[T]):
                 self.kept = uow.released
         except Exception as error:
             self.error = error
+
+    def run_in_part(self, uow: UnitOfWork) -> bool:
+        """Without a savepoint (`uow.part()`): False when it failed in a way that may have
+        left writes or a broken transaction (it wrote, or the error is not a refusal of the
+        request), so the group must be rolled back and run in savepoints."""
+        self.kept, self.result, self.error = False, None, None
+        writes = uow.writes()
+        try:
+            with uow.part():
+                self.result = self.work(uow)
+                self.kept = uow.released
+        except DomainError as error:
+            self.error = error
+            return uow.writes() == writes
+        except Exception as error:
+            self.error = error
+            return False
+        return True
 
     def run_alone(self, uow: UnitOfWork) -> None:
         """As the group's only request: the transaction is its own (no savepoint), its work
@@ -98,39 +121,46 @@ class GroupCommit:
     def _lead(self) -> None:
         with self._queue_lock:
             group = [self._queued.popleft() for _ in range(min(len(self._queued), self._max_group))]
+        in_savepoints = False
         try:
             while group:
-                group = self._commit(group)
+                group, in_savepoints = self._commit(group, in_savepoints)
         finally:
             for job in group:  # only on an unexpected error: nobody is left waiting
                 if job.error is None:
                     job.error = RuntimeError("group commit failed")
                 job.finished = True
 
-    def _commit(self, group: list[_Job[object]]) -> list[_Job[object]]:
-        """Runs and commits the group; returns the jobs to run again in a new transaction
-        (none, unless a caller went away before the commit: its writes must not be kept)."""
+    def _commit(
+        self, group: list[_Job[object]], in_savepoints: bool
+    ) -> tuple[list[_Job[object]], bool]:
+        """Runs and commits the group; returns the jobs to run again in a new transaction,
+        and whether in savepoints. None, unless a caller went away before the commit (its
+        writes must not be kept), or a request failed after it wrote without a savepoint."""
         try:
             with self._unit_of_work() as uow:
                 if len(group) == 1:
                     group[0].run_alone(uow)
-                    return self._finish(group)
-                for job in group:
-                    job.run(uow)
+                    return self._finish(group), in_savepoints
+                if in_savepoints:
+                    for job in group:
+                        job.run(uow)
+                elif not all(job.run_in_part(uow) for job in group):
+                    return group, True  # rolled back on exit
                 gone = [job for job in group if job.kept and job.abandoned()]
                 if gone:
                     for job in gone:
                         job.kept, job.result = False, None
                         job.error = Abandoned()
                         job.finished = True
-                    return [job for job in group if job not in gone]  # rolled back on exit
+                    return [job for job in group if job not in gone], in_savepoints
                 if any(job.kept for job in group):
                     uow.commit()
         except Exception as error:
             for job in group:
                 if job.error is None:
                     job.result, job.error = None, error
-        return self._finish(group)
+        return self._finish(group), in_savepoints
 
     @staticmethod
     def _finish(group: list[_Job[object]]) -> list[_Job[object]]:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from server.config import DatabaseTimeouts
 from server.storage.errors import DeadlineExceeded
 from server.storage.writer_lock import WriterLock, WriterLockTimeout
+from server.storage.writes import count_writes
 
 POSTGRES_CONNECT_TIMEOUT_S = 5
 DEFAULT_TIMEOUTS = DatabaseTimeouts()
@@ -33,7 +34,9 @@ def create_database_engine(
     whose every wait (pool, lock, statement, idle transaction) is bounded by `timeouts`."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, pool_size, timeouts)
+        engine = _sqlite_engine(url, pool_size, timeouts)
+        count_writes(engine)
+        return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -52,6 +55,7 @@ def create_database_engine(
         )
         _bound_statements_by_deadline(engine, timeouts.statement_ms)
         _ping_after_idle(engine)
+        count_writes(engine)
         return engine
     raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 

@@ -26,6 +26,7 @@ from server.domain.model import AcceptedMessage, OutgoingMessage, SenderType
 from server.storage.errors import ConflictingWrite
 from server.storage.lists import DIALECTS, any_of, bound_list
 from server.storage.tables import accounts, api_keys, queued_messages, sender_pins, shared_senders
+from server.storage.writes import wrote
 
 
 def _upsertable_insert(connection: Connection, table: Any) -> Any:
@@ -104,8 +105,12 @@ running it from SQLAlchemy's compiled cache does."""
 class KeyRepository:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._accounts: dict[str, str | None] = {}
+        """Answers already read in this transaction (a unit of work's, which a group commit
+        shares among requests): within it a key's answer cannot change but by our own write."""
 
     def add(self, account_id: str, key_hash: str, now: datetime) -> None:
+        self._accounts.clear()
         self._connection.execute(
             insert(api_keys).values(
                 id=str(uuid.uuid4()), account_id=account_id, key_hash=key_hash, created_at=now
@@ -114,9 +119,14 @@ class KeyRepository:
 
     def account_for(self, key_hash: str) -> str | None:
         """The account an active key belongs to; None for unknown and revoked keys alike."""
-        return self._connection.execute(_ACCOUNT_FOR, {"key_hash": key_hash}).scalar()
+        if key_hash not in self._accounts:
+            self._accounts[key_hash] = self._connection.execute(
+                _ACCOUNT_FOR, {"key_hash": key_hash}
+            ).scalar()
+        return self._accounts[key_hash]
 
     def revoke(self, key_hash: str, now: datetime) -> bool:
+        self._accounts.clear()
         result = self._connection.execute(
             update(api_keys)
             .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
@@ -371,8 +381,9 @@ class _BulkInsert:
             # Through the connection: its error translation and the deadline's statement
             # hook apply as to any other statement.
             connection.exec_driver_sql(self.statement, rows)
-            return
-        _copy(connection, self.copy, rows)
+        else:
+            _copy(connection, self.copy, rows)
+        wrote(connection)  # around SQLAlchemy's compiler, which counts the rest
 
 
 _COPY_FROM_ROWS = 10

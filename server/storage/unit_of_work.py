@@ -23,6 +23,7 @@ from server.storage.repositories import (
 )
 from server.storage.webhooks import WebhookOutbox
 from server.storage.writer_lock import WriterLockTimeout
+from server.storage.writes import writes
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 """PostgreSQL's serialization failure and deadlock: the transaction is safe to run again."""
@@ -63,6 +64,7 @@ class UnitOfWork:
         self._transaction: RootTransaction | None = None
         self._deadline: float | None = None
         self._in_savepoint = False
+        self._in_part = False
         self.released = False
         """In a savepoint: `commit()` released it (its writes are kept in the transaction)."""
 
@@ -106,7 +108,34 @@ class UnitOfWork:
             self._connection_in_use().exec_driver_sql(_RELEASE)
             self._in_savepoint, self.released = False, True
             return
+        if self._in_part:
+            self._in_part, self.released = False, True
+            return
         self._transaction.commit()
+
+    def writes(self) -> int:
+        """Write statements run so far: compare two readings to learn whether work in
+        between wrote (see `part`)."""
+        return writes(self._connection_in_use())
+
+    @contextmanager
+    def part(self) -> Iterator[None]:
+        """As `savepoint()`, without the savepoint: `commit()` marks the writes kept, and an
+        error undoes nothing. For a group that runs its requests this way and, should one
+        fail after it wrote (`writes`), rolls back and runs them in savepoints."""
+        assert self._connection is not None, "part outside of `with`"
+        self._deadline, self.released = None, False
+        self._connection.execution_options(**{DEADLINE_OPTION: None})
+        self._in_part = True
+        try:
+            yield
+        except (DBAPIError, PoolTimeout) as error:
+            translated = self._translated(error)
+            if translated is error:
+                raise
+            raise translated from error
+        finally:
+            self._in_part = False
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -139,6 +168,7 @@ class UnitOfWork:
         if transaction is not None and transaction.is_active and not connection.invalidated:
             connection.exec_driver_sql(_ROLLBACK_TO)
             connection.exec_driver_sql(_RELEASE)
+            self.keys = KeyRepository(connection)  # its answers may have read undone writes
 
     def _connection_in_use(self) -> Connection:
         assert self._connection is not None, "outside of `with`"

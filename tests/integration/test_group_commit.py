@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from server.config import Limits
 from server.domain.errors import Abandoned, IdConflict, InvalidRequest, Unauthenticated
@@ -22,7 +22,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.service.group_commit import GroupCommit
 from server.storage.errors import ConflictingWrite
-from server.storage.tables import queued_messages
+from server.storage.tables import queued_messages, shared_senders
 from server.storage.unit_of_work import UnitOfWork
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -30,7 +30,7 @@ ID = "b2693dfe-0813-427a-bc2f-62b0e9292403"
 
 
 def draft(to: str, body: str = "Hello", **fields: Any) -> MessageDraft:
-    return MessageDraft(to=to, sender=SenderDraft("shared", ""), body=body, **fields)
+    return MessageDraft(**{"sender": SenderDraft("shared", "")} | fields, to=to, body=body)
 
 
 def stored(engine: Engine) -> dict[str, str]:
@@ -137,7 +137,45 @@ def test_a_bad_or_conflicting_request_fails_alone_and_the_rest_commit_together(
         "444444444444": "Hello",
         "446666666666": "Hello",
     }
-    assert finished == 2  # the busy leader's transaction, then one for all seven requests
+    # The busy leader's transaction; one for all seven requests without savepoints, rolled
+    # back at the clash's database error; then one for all seven, each in its savepoint.
+    assert finished == 3
+
+
+def test_refused_requests_cost_the_group_no_savepoints_and_no_second_run(
+    add: AddMessages,
+    group: GroupCommit,
+    account: accounts.NewAccount,
+    engine: Engine,
+    transactions: Transactions,
+) -> None:
+    """An unknown key, an invalid message or a reused id is refused before it writes: the
+    group commits the others in its one transaction, with no savepoint for anyone."""
+    statements: list[str] = []
+
+    def executed(_connection: object, _cursor: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    with one_group(group) as submit:
+        event.listen(engine, "before_cursor_execute", executed)
+        first = submit(lambda: add(AddMessagesCommand(account.key, [draft("441111111111", id=ID)])))
+        unknown = submit(lambda: add(AddMessagesCommand("not-a-key", [draft("442222222222")])))
+        invalid = submit(lambda: add(AddMessagesCommand(account.key, [draft("0")])))
+        reused_id = submit(
+            lambda: add(AddMessagesCommand(account.key, [draft("44555555555", body="B", id=ID)]))
+        )
+        last = submit(lambda: add(AddMessagesCommand(account.key, [draft("446666666666")])))
+    event.remove(engine, "before_cursor_execute", executed)
+    assert [a.to for a in first.result() + last.result()] == ["441111111111", "446666666666"]
+    with pytest.raises(Unauthenticated):
+        unknown.result()
+    with pytest.raises(InvalidRequest):
+        invalid.result()
+    with pytest.raises(IdConflict):
+        reused_id.result()
+    assert stored(engine) == {"441111111111": "Hello", "446666666666": "Hello"}
+    assert transactions.finished == 2  # the busy leader's, then one for the five
+    assert not [s for s in statements if "SAVEPOINT" in s]
 
 
 def test_an_id_repeated_within_a_group_is_replayed_from_its_first_request(
@@ -184,3 +222,88 @@ def test_an_acknowledged_request_is_committed_when_it_returns(
     with engine.connect() as connection:
         count = connection.execute(select(func.count()).select_from(queued_messages)).scalar()
     assert count == 40
+
+
+@pytest.mark.parametrize("messages", [1, 12])  # on PostgreSQL, 12 rows go by COPY
+def test_a_request_gone_during_its_own_insert_is_undone_and_its_group_run_in_savepoints(
+    add: AddMessages,
+    group: GroupCommit,
+    account: accounts.NewAccount,
+    engine: Engine,
+    transactions: Transactions,
+    messages: int,
+) -> None:
+    """Its caller leaves after its rows are written, before its work ends: it fails after a
+    write, which the group notices, so it undoes them all and runs again in savepoints."""
+    asked = 0
+
+    def gone_once_asked_again() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 1  # still there before its group runs, gone after its insert
+
+    leaving_drafts = [  # a custom sender: no pin to write, the insert is its one write
+        draft(f"4411111111{n:02d}", sender=SenderDraft("custom", "Acme")) for n in range(messages)
+    ]
+    with one_group(group) as submit:
+        first = submit(lambda: add(AddMessagesCommand(account.key, [draft("442222222222")])))
+        leaving = submit(
+            lambda: add(
+                AddMessagesCommand(account.key, leaving_drafts, cancelled=gone_once_asked_again)
+            )
+        )
+        last = submit(lambda: add(AddMessagesCommand(account.key, [draft("443333333333")])))
+    with pytest.raises(Abandoned):
+        leaving.result()
+    assert [a.to for a in first.result() + last.result()] == ["442222222222", "443333333333"]
+    assert stored(engine) == {"442222222222": "Hello", "443333333333": "Hello"}
+    assert transactions.finished == 3  # the busy leader's, the undone one, the savepoints'
+
+
+def test_a_refusal_after_a_write_is_undone_with_its_write(
+    add: AddMessages, group: GroupCommit, account: accounts.NewAccount, engine: Engine
+) -> None:
+    def pool() -> list[str]:
+        with engine.connect() as connection:
+            return list(connection.execute(select(shared_senders.c.sender)).scalars())
+
+    def writes_then_refuses(uow: UnitOfWork) -> None:
+        uow.senders.add(["447700900099"], NOW)
+        raise Unauthenticated("refused after a write")
+
+    senders = pool()
+    with one_group(group) as submit:
+        refused = submit(lambda: group.run(writes_then_refuses))
+        kept = submit(lambda: add(AddMessagesCommand(account.key, [draft("442222222222")])))
+    with pytest.raises(Unauthenticated):
+        refused.result()
+    assert [a.to for a in kept.result()] == ["442222222222"]
+    assert pool() == senders
+
+
+class CountingGroup(GroupCommit):
+    def __init__(self, transactions: Transactions) -> None:
+        super().__init__(transactions)
+        self.runs = 0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.runs += 1
+        return super().run(*args, **kwargs)
+
+
+def test_a_request_over_the_grouped_size_runs_in_a_transaction_of_its_own(
+    transactions: Transactions, account: accounts.NewAccount, engine: Engine
+) -> None:
+    counting = CountingGroup(transactions)
+    add = AddMessages(
+        transactions,
+        Limits(),
+        Environment(now=lambda: NOW, rng=random.Random(7)),
+        group_commit=counting,
+        grouped_at_most=2,
+    )
+    add(AddMessagesCommand(account.key, [draft("441111111111"), draft("442222222222")]))
+    assert counting.runs == 1
+    add(AddMessagesCommand(account.key, [draft(f"44333333333{n}") for n in range(3)]))
+    assert counting.runs == 1
+    assert len(stored(engine)) == 5
