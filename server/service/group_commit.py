@@ -46,32 +46,20 @@ class _Job(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
 
-    def run(self, uow: UnitOfWork) -> None:
-        """In a savepoint of its own: its error undoes its writes and no one else's."""
-        self.kept, self.result, self.error = False, None, None
-        try:
-            with uow.savepoint():
-                self.result = self.work(uow)
-                self.kept = uow.released
-        except Exception as error:
-            self.error = error
-
-    def run_in_part(self, uow: UnitOfWork) -> bool:
-        """Without a savepoint (`uow.part()`): False when it failed in a way that may have
-        left writes or a broken transaction (it wrote, or the error is not a refusal of the
-        request), so the group must be rolled back and run in savepoints."""
+    def run(self, uow: UnitOfWork, in_savepoint: bool) -> bool:
+        """In a savepoint of its own, whose rollback undoes its writes and no one else's; or
+        in `uow.part()`, without one. False when, without one, it failed in a way that may
+        have left writes or a broken transaction (it wrote, or the error is not a refusal of
+        the request): the group must then be rolled back and run in savepoints."""
         self.kept, self.result, self.error = False, None, None
         writes = uow.writes()
         try:
-            with uow.part():
+            with uow.savepoint() if in_savepoint else uow.part():
                 self.result = self.work(uow)
                 self.kept = uow.released
-        except DomainError as error:
-            self.error = error
-            return uow.writes() == writes
         except Exception as error:
             self.error = error
-            return False
+            return in_savepoint or (isinstance(error, DomainError) and uow.writes() == writes)
         return True
 
     def run_alone(self, uow: UnitOfWork) -> None:
@@ -142,11 +130,8 @@ class GroupCommit:
                 if len(group) == 1:
                     group[0].run_alone(uow)
                     return self._finish(group), in_savepoints
-                if in_savepoints:
-                    for job in group:
-                        job.run(uow)
-                elif not all(job.run_in_part(uow) for job in group):
-                    return group, True  # rolled back on exit
+                if not all(job.run(uow, in_savepoints) for job in group):
+                    return group, True  # rolled back on exit, then run in savepoints
                 gone = [job for job in group if job.kept and job.abandoned()]
                 if gone:
                     for job in gone:
