@@ -7,6 +7,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -39,6 +40,9 @@ ATOMIC_WRITE_BYTES = 4096
 (the workers, the dispatchers and `mplus up` share their output), so no line is cut."""
 WRITE_EVERY_S = 0.05
 """How long a line may wait to be written: a kill -9 loses at most this much of the log."""
+MAX_QUEUED_LINES = 10_000
+"""Past this many lines waiting (a stalled reader of stderr), a logging thread waits for the
+writer, as it would for its own write: memory stays bounded (about 3 MiB of lines)."""
 
 
 class BackgroundLines(logging.Handler):
@@ -50,7 +54,8 @@ class BackgroundLines(logging.Handler):
     request threads as often. Either way the requests queued behind the handoffs: 1-message
     gRPC requests at concurrency 32 ran about a fifth faster with no line at all, and as fast
     with lines written this way. `flush()` returns once every line queued before it is written;
-    `logging.shutdown()`, at exit, flushes and closes: a process that exits loses no line."""
+    `logging.shutdown()`, at exit, flushes and closes: a process that exits loses no line, and
+    a line logged after `close()` (a daemon thread's, at exit) is written at once."""
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__()
@@ -59,28 +64,38 @@ class BackgroundLines(logging.Handler):
         self._now = threading.Event()
         """Set by `flush` and `close`: write what is queued without waiting for the period."""
         self._closing = False
+        self._closed = False
+        """The writer has stopped: lines are written by the thread that logs them."""
         self._writer = threading.Thread(target=self._write_lines, name="log-lines", daemon=True)
         self._writer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._lines.put(self.format(record) + "\n")
+            if self._closed:
+                self._write_queued()
+            elif self._lines.qsize() >= MAX_QUEUED_LINES:
+                self.flush()
         except Exception:
             self.handleError(record)
 
     def flush(self) -> None:
         """Every line queued so far is written when this returns (or after 5 s)."""
-        if not self._writer.is_alive():
-            return
         done = threading.Event()
         self._lines.put(done)
         self._now.set()
-        done.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while not done.wait(0.1) and time.monotonic() < deadline:
+            if not self._writer.is_alive():  # it stopped before reaching our event
+                self._write_queued()
+                return
 
     def close(self) -> None:
         self._closing = True
         self._now.set()
         self._writer.join(timeout=5)
+        self._closed = True
+        self._write_queued()  # lines queued after the writer's last round
         super().close()
 
     def _write_lines(self) -> None:

@@ -60,7 +60,8 @@ class _Job(Generic[T]):
         except Exception as error:
             self.error = error
             return in_savepoint or (isinstance(error, DomainError) and uow.writes() == writes)
-        return True
+        # Writes it did not commit would stay in the transaction: a savepoint undoes them.
+        return in_savepoint or self.kept or uow.writes() == writes
 
     def run_alone(self, uow: UnitOfWork) -> None:
         """As the group's only request: the transaction is its own (no savepoint), its work

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -91,21 +91,42 @@ def _ping_after_idle(engine: Engine) -> None:
 
 def _bound_statements_by_deadline(engine: Engine, statement_ms: int) -> None:
     """Before each statement of a connection given a deadline (DEADLINE_OPTION), shortens
-    statement_timeout to the time then left, never lengthens it. statement_timeout counts
-    from each statement's own start, so it is set again every time: set once, a statement
-    that starts later (a busy machine) would wait past the deadline, and might still commit."""
+    statement_timeout to the time then left, never lengthens it past `statement_ms`.
+    statement_timeout counts from each statement's own start, so it is set again every time:
+    set once, a statement that starts later (a busy machine) would wait past the deadline,
+    and might still commit. SET LOCAL lasts the transaction, which a group commit shares
+    among requests: the next statement without so near a deadline (another request's) sets
+    `statement_ms` back."""
+
+    @event.listens_for(engine, "begin")
+    def _not_shortened(connection: Any) -> None:
+        connection.info.pop(_SHORTENED, None)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _bound(connection: Any, cursor: Any, *_: Any) -> None:
         deadline = connection.get_execution_options().get(DEADLINE_OPTION)
-        if deadline is None:
-            return
-        # Rounded up: cancelled no sooner than the deadline, when the caller has gone.
-        remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
-            raise DeadlineExceeded("the caller's deadline passed during the transaction")
-        if remaining_ms < statement_ms:
-            cursor.execute(f"SET LOCAL statement_timeout = {remaining_ms}")
+        bound_ms = statement_ms
+        if deadline is not None:
+            # Rounded up: cancelled no sooner than the deadline, when the caller has gone.
+            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise DeadlineExceeded("the caller's deadline passed during the transaction")
+            bound_ms = min(remaining_ms, statement_ms)
+        if bound_ms < statement_ms or connection.info.get(_SHORTENED):
+            if cursor.connection.info.transaction_status.name == "INERROR":
+                return  # only a ROLLBACK (TO SAVEPOINT) can run, and SET would fail
+            cursor.execute(f"SET LOCAL statement_timeout = {bound_ms}")
+            connection.info[_SHORTENED] = bound_ms < statement_ms
+
+
+_SHORTENED = "mplus_statement_timeout_shortened"
+"""In a connection's info: this transaction's statement_timeout may be below `statement_ms`."""
+
+
+def statement_timeout_unknown(connection: Connection) -> None:
+    """After ROLLBACK TO SAVEPOINT, which restores the statement_timeout the savepoint began
+    with: the next statement sets its own again."""
+    connection.info[_SHORTENED] = True
 
 
 def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engine:

@@ -107,7 +107,8 @@ class KeyRepository:
         self._connection = connection
         self._accounts: dict[str, str | None] = {}
         """Answers already read in this transaction (a unit of work's, which a group commit
-        shares among requests): within it a key's answer cannot change but by our own write."""
+        shares among requests). On SQLite only its own writes could change them; on
+        PostgreSQL a revocation committed meanwhile counts from the next transaction on."""
 
     def add(self, account_id: str, key_hash: str, now: datetime) -> None:
         self._accounts.clear()

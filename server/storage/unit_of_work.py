@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.storage.batches import BatchRepository
-from server.storage.database import DEADLINE_OPTION
+from server.storage.database import DEADLINE_OPTION, statement_timeout_unknown
 from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
 from server.storage.repositories import (
@@ -111,7 +111,21 @@ class UnitOfWork:
         if self._in_part:
             self._in_part, self.released = False, True
             return
+        if self._aborted():
+            # PostgreSQL answers COMMIT of an aborted transaction with a ROLLBACK, and psycopg
+            # raises nothing: a group whose failed statement was not rolled back to its
+            # savepoint would report its other requests stored.
+            raise StorageUnavailable("the transaction was aborted by a failed statement")
         self._transaction.commit()
+
+    def _aborted(self) -> bool:
+        """The driver's transaction can no longer commit: PostgreSQL's in error, SQLite's
+        rolled back by the database itself (a full disk, an I/O error)."""
+        driver_connection = self._connection_in_use().connection.driver_connection
+        info = getattr(driver_connection, "info", None)
+        if info is not None and hasattr(info, "transaction_status"):  # psycopg
+            return info.transaction_status.name == "INERROR"  # type: ignore[no-any-return]
+        return not getattr(driver_connection, "in_transaction", True)
 
     def writes(self) -> int:
         """Write statements run so far: compare two readings to learn whether work in
@@ -166,7 +180,10 @@ class UnitOfWork:
         connection = self._connection_in_use()
         transaction = self._transaction
         if transaction is not None and transaction.is_active and not connection.invalidated:
+            # Not bound by the request's deadline: past it, the rollback must still happen.
+            connection.execution_options(**{DEADLINE_OPTION: None})
             connection.exec_driver_sql(_ROLLBACK_TO)
+            statement_timeout_unknown(connection)
             connection.exec_driver_sql(_RELEASE)
             self.keys = KeyRepository(connection)  # its answers may have read undone writes
 

@@ -21,7 +21,7 @@ from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.service.group_commit import GroupCommit
-from server.storage.errors import ConflictingWrite
+from server.storage.errors import ConflictingWrite, StorageUnavailable
 from server.storage.tables import queued_messages, shared_senders
 from server.storage.unit_of_work import UnitOfWork
 
@@ -307,3 +307,123 @@ def test_a_request_over_the_grouped_size_runs_in_a_transaction_of_its_own(
     add(AddMessagesCommand(account.key, [draft(f"44333333333{n}") for n in range(3)]))
     assert counting.runs == 1
     assert len(stored(engine)) == 5
+
+
+def test_work_that_writes_without_committing_keeps_nothing(
+    group: GroupCommit, account: accounts.NewAccount, engine: Engine
+) -> None:
+    """Leaving its unit of work without `commit()` undoes its writes, in a group as alone."""
+
+    def writes_and_leaves(uow: UnitOfWork) -> str:
+        uow.senders.add(["447700900098"], NOW)
+        return "left without commit"
+
+    def commits(uow: UnitOfWork) -> str:
+        uow.senders.add(["447700900097"], NOW)
+        uow.commit()
+        return "committed"
+
+    with one_group(group) as submit:
+        left = submit(lambda: group.run(writes_and_leaves))
+        kept = submit(lambda: group.run(commits))
+    assert (left.result(), kept.result()) == ("left without commit", "committed")
+    with engine.connect() as connection:
+        pool = set(connection.execute(select(shared_senders.c.sender)).scalars())
+    assert "447700900097" in pool
+    assert "447700900098" not in pool
+
+
+ON_POSTGRES = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+"""Deadlines bound PostgreSQL's statements only (statement_timeout)."""
+
+
+def refused_after_a_write(uow: UnitOfWork) -> None:
+    """Sends its group to savepoints."""
+    uow.senders.add(["447700900001"], NOW)
+    raise Unauthenticated("refused after a write")
+
+
+def pool_senders(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(select(shared_senders.c.sender)).scalars())
+
+
+@ON_POSTGRES
+def test_a_request_past_its_deadline_in_a_savepoint_is_still_rolled_back(
+    group: GroupCommit, engine: Engine
+) -> None:
+    def deadline_passes_after_a_write(uow: UnitOfWork) -> None:
+        uow.finish_by(time.monotonic() + 0.2)
+        uow.senders.add(["447700900002"], NOW)
+        time.sleep(0.3)
+        raise Abandoned()
+
+    def commits(uow: UnitOfWork) -> str:
+        uow.senders.add(["447700900003"], NOW)
+        uow.commit()
+        return "ok"
+
+    before = pool_senders(engine)
+    with one_group(group) as submit:
+        submit(lambda: group.run(refused_after_a_write))
+        late = submit(lambda: group.run(deadline_passes_after_a_write))
+        kept = submit(lambda: group.run(commits))
+    with pytest.raises(Abandoned):
+        late.result()
+    assert kept.result() == "ok"
+    assert pool_senders(engine) - before == {"447700900003"}
+
+
+@ON_POSTGRES
+@pytest.mark.parametrize("in_savepoints", [False, True])
+def test_a_near_deadline_does_not_shorten_the_next_requests_statements(
+    group: GroupCommit, engine: Engine, in_savepoints: bool
+) -> None:
+    def near_deadline(uow: UnitOfWork) -> None:
+        uow.finish_by(time.monotonic() + 0.3)
+        uow.senders.pool()
+        uow.commit()
+
+    def slow_statement(uow: UnitOfWork) -> str:
+        uow.finish_by(time.monotonic() + 30)  # more than statement_ms: no bound of its own
+        connection = uow.senders._connection
+        connection.exec_driver_sql("SELECT pg_sleep(0.6)")
+        uow.commit()
+        return "finished"
+
+    with one_group(group) as submit:
+        if in_savepoints:
+            submit(lambda: group.run(refused_after_a_write))
+        submit(lambda: group.run(near_deadline))
+        slow = submit(lambda: group.run(slow_statement))
+    assert slow.result() == "finished"
+
+
+@ON_POSTGRES
+def test_a_cancelled_statement_fails_its_own_request_and_the_rest_are_stored(
+    group: GroupCommit, engine: Engine
+) -> None:
+    """PostgreSQL aborts the transaction at a failed statement: its savepoint's rollback must
+    run though the request's deadline has passed, or the COMMIT would silently roll back the
+    requests already told they were stored."""
+
+    def commits(uow: UnitOfWork) -> str:
+        uow.senders.add(["447700900003"], NOW)
+        uow.commit()
+        return "ok"
+
+    def cancelled(uow: UnitOfWork) -> None:
+        uow.finish_by(time.monotonic() + 0.2)
+        uow.senders._connection.exec_driver_sql("SELECT pg_sleep(1)")
+
+    before = pool_senders(engine)
+    with one_group(group) as submit:
+        submit(lambda: group.run(refused_after_a_write))
+        kept = submit(lambda: group.run(commits))
+        late = submit(lambda: group.run(cancelled))
+    with pytest.raises(StorageUnavailable):
+        late.result()
+    assert kept.result() == "ok"
+    assert pool_senders(engine) - before == {"447700900003"}

@@ -153,3 +153,13 @@ def test_a_broken_write_loses_its_lines_but_not_the_writer() -> None:
     handler.flush()
     assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["written"]
     handler.close()
+
+
+def test_a_line_logged_after_close_is_written_at_once() -> None:
+    stream = Writes()
+    logger, handler = background_logger(stream)
+    handler.close()  # logging.shutdown() at exit, while a daemon thread still logs
+    logger.info("after close")
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
+        "after close"
+    ]
