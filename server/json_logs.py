@@ -81,6 +81,9 @@ class BackgroundLines(logging.Handler):
 
     def flush(self) -> None:
         """Every line queued so far is written when this returns (or after 5 s)."""
+        if self._closed:
+            self._write_queued()
+            return
         done = threading.Event()
         self._lines.put(done)
         self._now.set()
@@ -95,7 +98,8 @@ class BackgroundLines(logging.Handler):
         self._now.set()
         self._writer.join(timeout=5)
         self._closed = True
-        self._write_queued()  # lines queued after the writer's last round
+        if not self._writer.is_alive():  # else stuck writing to a stalled reader: so would we
+            self._write_queued()  # lines queued after the writer's last round
         super().close()
 
     def _write_lines(self) -> None:

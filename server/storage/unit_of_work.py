@@ -65,6 +65,8 @@ class UnitOfWork:
         self._deadline: float | None = None
         self._in_savepoint = False
         self._in_part = False
+        self._in_request_part = False
+        """Inside `part()` or `savepoint()`, committed or not."""
         self.released = False
         """In a savepoint: `commit()` released it (its writes are kept in the transaction)."""
 
@@ -104,6 +106,9 @@ class UnitOfWork:
     def commit(self) -> None:
         """Commits the transaction; inside `savepoint()`, releases the savepoint instead."""
         assert self._transaction is not None, "commit outside of `with`"
+        assert not self._in_request_part or self._in_savepoint or self._in_part, (
+            "a request's part of a shared transaction committed twice"
+        )
         if self._in_savepoint:
             self._connection_in_use().exec_driver_sql(_RELEASE)
             self._in_savepoint, self.released = False, True
@@ -111,21 +116,26 @@ class UnitOfWork:
         if self._in_part:
             self._in_part, self.released = False, True
             return
-        if self._aborted():
-            # PostgreSQL answers COMMIT of an aborted transaction with a ROLLBACK, and psycopg
-            # raises nothing: a group whose failed statement was not rolled back to its
-            # savepoint would report its other requests stored.
-            raise StorageUnavailable("the transaction was aborted by a failed statement")
+        # PostgreSQL answers COMMIT of an aborted transaction with a ROLLBACK, and psycopg
+        # raises nothing: a group whose failed statement was not rolled back to its
+        # savepoint would report its other requests stored.
+        self._fail_if_aborted()
         self._transaction.commit()
 
-    def _aborted(self) -> bool:
-        """The driver's transaction can no longer commit: PostgreSQL's in error, SQLite's
-        rolled back by the database itself (a full disk, an I/O error)."""
+    def _fail_if_aborted(self) -> None:
+        if self._driver_transaction() != "open":
+            raise StorageUnavailable("the transaction was aborted by a failed statement")
+
+    def _driver_transaction(self) -> str:
+        """ "open"; "failed", PostgreSQL's after a failed statement, until rolled back (to a
+        savepoint); or "gone", rolled back by SQLite itself (a full disk, an I/O error, an
+        interrupt), so that a SAVEPOINT would begin a transaction of its own."""
         driver_connection = self._connection_in_use().connection.driver_connection
         info = getattr(driver_connection, "info", None)
         if info is not None and hasattr(info, "transaction_status"):  # psycopg
-            return info.transaction_status.name == "INERROR"  # type: ignore[no-any-return]
-        return not getattr(driver_connection, "in_transaction", True)
+            # IDLE is no gone transaction there: psycopg sends BEGIN with the first statement.
+            return "failed" if info.transaction_status.name == "INERROR" else "open"
+        return "open" if getattr(driver_connection, "in_transaction", True) else "gone"
 
     def writes(self) -> int:
         """Write statements run so far: compare two readings to learn whether work in
@@ -140,7 +150,7 @@ class UnitOfWork:
         assert self._connection is not None, "part outside of `with`"
         self._deadline, self.released = None, False
         self._connection.execution_options(**{DEADLINE_OPTION: None})
-        self._in_part = True
+        self._in_part = self._in_request_part = True
         try:
             yield
         except (DBAPIError, PoolTimeout) as error:
@@ -149,7 +159,7 @@ class UnitOfWork:
                 raise
             raise translated from error
         finally:
-            self._in_part = False
+            self._in_part = self._in_request_part = False
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -160,8 +170,9 @@ class UnitOfWork:
         assert self._connection is not None, "savepoint outside of `with`"
         self._deadline, self.released = None, False
         self._connection.execution_options(**{DEADLINE_OPTION: None})
+        self._fail_if_aborted()  # an earlier request's failure that its rollback did not undo
         self._connection.exec_driver_sql(_SAVEPOINT)
-        self._in_savepoint = True
+        self._in_savepoint = self._in_request_part = True
         try:
             yield
         except (DBAPIError, PoolTimeout) as error:
@@ -171,6 +182,7 @@ class UnitOfWork:
                 raise
             raise translated from error
         finally:
+            self._in_request_part = False
             self._roll_back_savepoint()
 
     def _roll_back_savepoint(self) -> None:
@@ -179,7 +191,12 @@ class UnitOfWork:
         self._in_savepoint = False
         connection = self._connection_in_use()
         transaction = self._transaction
-        if transaction is not None and transaction.is_active and not connection.invalidated:
+        if (
+            transaction is not None
+            and transaction.is_active
+            and not connection.invalidated
+            and self._driver_transaction() != "gone"  # nothing left to roll back to
+        ):
             # Not bound by the request's deadline: past it, the rollback must still happen.
             connection.execution_options(**{DEADLINE_OPTION: None})
             connection.exec_driver_sql(_ROLLBACK_TO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -427,3 +428,41 @@ def test_a_cancelled_statement_fails_its_own_request_and_the_rest_are_stored(
         late.result()
     assert kept.result() == "ok"
     assert pool_senders(engine) - before == {"447700900003"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_transaction_sqlite_rolled_back_itself_fails_the_whole_group(
+    group: GroupCommit, engine: Engine
+) -> None:
+    """SQLite rolls the whole transaction back on an interrupt (a full disk, an I/O error
+    alike): no request of the group is told stored, and none told failed is stored."""
+
+    def adds(sender: str) -> Callable[[UnitOfWork], str]:
+        def work(uow: UnitOfWork) -> str:
+            uow.senders.add([sender], NOW)
+            uow.commit()
+            return sender
+
+        return work
+
+    def interrupted(uow: UnitOfWork) -> None:
+        driver = uow.senders._connection.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.set_progress_handler(lambda: 1, 1)  # interrupts its next statement
+        try:
+            uow.senders.add(["447700900012"], NOW)
+        finally:
+            driver.set_progress_handler(None, 1)
+
+    before = pool_senders(engine)
+    with one_group(group) as submit:
+        submit(lambda: group.run(refused_after_a_write))  # the group runs in savepoints
+        runs = [
+            submit(lambda: group.run(adds("447700900011"))),
+            submit(lambda: group.run(interrupted)),
+            submit(lambda: group.run(adds("447700900014"))),
+        ]
+    for run in runs:
+        with pytest.raises(StorageUnavailable):
+            run.result()
+    assert pool_senders(engine) == before

@@ -163,3 +163,15 @@ def test_a_line_logged_after_close_is_written_at_once() -> None:
     assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
         "after close"
     ]
+
+
+def test_flush_after_close_writes_what_is_queued_without_waiting() -> None:
+    stream = Writes()
+    logger, handler = background_logger(stream)
+    handler.close()
+    started = time.monotonic()
+    for _ in range(5):
+        logger.info("after close")
+        handler.flush()
+    assert time.monotonic() - started < 0.4  # it waited 0.1 s a flush for a stopped writer
+    assert stream.getvalue().count("after close") == 5
