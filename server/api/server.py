@@ -31,6 +31,7 @@ from server.service.batches import Batches
 from server.service.group_commit import GroupCommit
 from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
+from server.storage.repositories import COPY_FROM_ROWS
 from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ class GrpcServer:
             self.metrics_listener.stop()
 
 
-POSTGRES_GROUPED_AT_MOST = 9
-"""Messages in a request that PostgreSQL runs in a group commit: from ten on, the bulk insert
-goes by COPY and the request amortises its own transaction."""
+POSTGRES_GROUPED_AT_MOST = COPY_FROM_ROWS - 1
+"""Messages in a request that PostgreSQL runs in a group commit: a request stored by COPY
+amortises its own transaction."""
 
 
 def grpc_server(settings: Settings) -> grpc.Server:

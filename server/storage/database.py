@@ -35,9 +35,7 @@ def create_database_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url, pool_size, timeouts)
-        count_writes(engine)
-        return engine
-    if parsed.get_backend_name() == "postgresql":
+    elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         options = (
@@ -55,9 +53,10 @@ def create_database_engine(
         )
         _bound_statements_by_deadline(engine, timeouts.statement_ms)
         _ping_after_idle(engine)
-        count_writes(engine)
-        return engine
-    raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+    else:
+        raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+    count_writes(engine)
+    return engine
 
 
 PING_AFTER_IDLE_S = 1.0

@@ -378,7 +378,7 @@ class _BulkInsert:
         return cls._by_dialect[key]
 
     def execute(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if self.copy is None or len(rows) < _COPY_FROM_ROWS:
+        if self.copy is None or len(rows) < COPY_FROM_ROWS:
             # Through the connection: its error translation and the deadline's statement
             # hook apply as to any other statement.
             connection.exec_driver_sql(self.statement, rows)
@@ -387,7 +387,8 @@ class _BulkInsert:
         wrote(connection)  # around SQLAlchemy's compiler, which counts the rest
 
 
-_COPY_FROM_ROWS = 10
+COPY_FROM_ROWS = 10
+"""On PostgreSQL, a request of this many messages or more is stored by COPY."""
 
 
 def _copy(connection: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:

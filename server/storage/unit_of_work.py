@@ -65,10 +65,9 @@ class UnitOfWork:
         self._deadline: float | None = None
         self._in_savepoint = False
         self._in_part = False
-        self._in_request_part = False
-        """Inside `part()` or `savepoint()`, committed or not."""
         self.released = False
-        """In a savepoint: `commit()` released it (its writes are kept in the transaction)."""
+        """Inside `savepoint()` or `part()`: `commit()` kept this request's writes in the
+        shared transaction (released the savepoint)."""
 
     def __enter__(self) -> UnitOfWork:
         self._started = time.perf_counter()
@@ -106,9 +105,7 @@ class UnitOfWork:
     def commit(self) -> None:
         """Commits the transaction; inside `savepoint()`, releases the savepoint instead."""
         assert self._transaction is not None, "commit outside of `with`"
-        assert not self._in_request_part or self._in_savepoint or self._in_part, (
-            "a request's part of a shared transaction committed twice"
-        )
+        assert not self.released, "a request's part of a shared transaction committed twice"
         if self._in_savepoint:
             self._connection_in_use().exec_driver_sql(_RELEASE)
             self._in_savepoint, self.released = False, True
@@ -147,19 +144,12 @@ class UnitOfWork:
         """As `savepoint()`, without the savepoint: `commit()` marks the writes kept, and an
         error undoes nothing. For a group that runs its requests this way and, should one
         fail after it wrote (`writes`), rolls back and runs them in savepoints."""
-        assert self._connection is not None, "part outside of `with`"
-        self._deadline, self.released = None, False
-        self._connection.execution_options(**{DEADLINE_OPTION: None})
-        self._in_part = self._in_request_part = True
-        try:
-            yield
-        except (DBAPIError, PoolTimeout) as error:
-            translated = self._translated(error)
-            if translated is error:
-                raise
-            raise translated from error
-        finally:
-            self._in_part = self._in_request_part = False
+        with self._request_part():
+            self._in_part = True
+            try:
+                yield
+            finally:
+                self._in_part = False
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -167,23 +157,31 @@ class UnitOfWork:
         (group commit): `commit()` releases the savepoint, leaving the block without it (or by
         an error) rolls back to it and leaves the rest of the transaction as it was. Each
         savepoint starts with no deadline of its own (`finish_by` sets one)."""
-        assert self._connection is not None, "savepoint outside of `with`"
+        with self._request_part():
+            self._fail_if_aborted()  # an earlier request's failure its rollback did not undo
+            self._connection_in_use().exec_driver_sql(_SAVEPOINT)
+            self._in_savepoint = True
+            try:
+                yield
+            finally:
+                self._roll_back_savepoint()
+
+    @contextmanager
+    def _request_part(self) -> Iterator[None]:
+        """What `part()` and `savepoint()` share: no deadline of its own until `finish_by`,
+        nothing committed (`released`) until `commit()`, and the driver's errors translated."""
+        assert self._connection is not None, "a request's part outside of `with`"
         self._deadline, self.released = None, False
         self._connection.execution_options(**{DEADLINE_OPTION: None})
-        self._fail_if_aborted()  # an earlier request's failure that its rollback did not undo
-        self._connection.exec_driver_sql(_SAVEPOINT)
-        self._in_savepoint = self._in_request_part = True
         try:
             yield
         except (DBAPIError, PoolTimeout) as error:
-            self._roll_back_savepoint()
             translated = self._translated(error)
             if translated is error:
                 raise
             raise translated from error
         finally:
-            self._in_request_part = False
-            self._roll_back_savepoint()
+            self.released = False
 
     def _roll_back_savepoint(self) -> None:
         if not self._in_savepoint:

@@ -41,6 +41,29 @@ def stored(engine: Engine) -> dict[str, str]:
         return {row.destination: row.body for row in rows}
 
 
+def pool_senders(engine: Engine) -> set[str]:
+    """The shared sender pool, read on a connection of its own."""
+    with engine.connect() as connection:
+        return set(connection.execute(select(shared_senders.c.sender)).scalars())
+
+
+def adds(sender: str) -> Callable[[UnitOfWork], str]:
+    """Work that adds `sender` to the pool and commits; it returns the sender."""
+
+    def work(uow: UnitOfWork) -> str:
+        uow.senders.add([sender], NOW)
+        uow.commit()
+        return sender
+
+    return work
+
+
+def refused_after_a_write(uow: UnitOfWork) -> None:
+    """Sends its group to savepoints."""
+    uow.senders.add(["447700900001"], NOW)
+    raise Unauthenticated("refused after a write")
+
+
 class Transactions:
     """Counts the transactions the group commit's units of work finish."""
 
@@ -264,22 +287,14 @@ def test_a_request_gone_during_its_own_insert_is_undone_and_its_group_run_in_sav
 def test_a_refusal_after_a_write_is_undone_with_its_write(
     add: AddMessages, group: GroupCommit, account: accounts.NewAccount, engine: Engine
 ) -> None:
-    def pool() -> list[str]:
-        with engine.connect() as connection:
-            return list(connection.execute(select(shared_senders.c.sender)).scalars())
-
-    def writes_then_refuses(uow: UnitOfWork) -> None:
-        uow.senders.add(["447700900099"], NOW)
-        raise Unauthenticated("refused after a write")
-
-    senders = pool()
+    senders = pool_senders(engine)
     with one_group(group) as submit:
-        refused = submit(lambda: group.run(writes_then_refuses))
+        refused = submit(lambda: group.run(refused_after_a_write))
         kept = submit(lambda: add(AddMessagesCommand(account.key, [draft("442222222222")])))
     with pytest.raises(Unauthenticated):
         refused.result()
     assert [a.to for a in kept.result()] == ["442222222222"]
-    assert pool() == senders
+    assert pool_senders(engine) == senders
 
 
 class CountingGroup(GroupCommit):
@@ -319,17 +334,11 @@ def test_work_that_writes_without_committing_keeps_nothing(
         uow.senders.add(["447700900098"], NOW)
         return "left without commit"
 
-    def commits(uow: UnitOfWork) -> str:
-        uow.senders.add(["447700900097"], NOW)
-        uow.commit()
-        return "committed"
-
     with one_group(group) as submit:
         left = submit(lambda: group.run(writes_and_leaves))
-        kept = submit(lambda: group.run(commits))
-    assert (left.result(), kept.result()) == ("left without commit", "committed")
-    with engine.connect() as connection:
-        pool = set(connection.execute(select(shared_senders.c.sender)).scalars())
+        kept = submit(lambda: group.run(adds("447700900097")))
+    assert (left.result(), kept.result()) == ("left without commit", "447700900097")
+    pool = pool_senders(engine)
     assert "447700900097" in pool
     assert "447700900098" not in pool
 
@@ -338,17 +347,6 @@ ON_POSTGRES = pytest.mark.parametrize(
     "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 """Deadlines bound PostgreSQL's statements only (statement_timeout)."""
-
-
-def refused_after_a_write(uow: UnitOfWork) -> None:
-    """Sends its group to savepoints."""
-    uow.senders.add(["447700900001"], NOW)
-    raise Unauthenticated("refused after a write")
-
-
-def pool_senders(engine: Engine) -> set[str]:
-    with engine.connect() as connection:
-        return set(connection.execute(select(shared_senders.c.sender)).scalars())
 
 
 @ON_POSTGRES
@@ -361,19 +359,14 @@ def test_a_request_past_its_deadline_in_a_savepoint_is_still_rolled_back(
         time.sleep(0.3)
         raise Abandoned()
 
-    def commits(uow: UnitOfWork) -> str:
-        uow.senders.add(["447700900003"], NOW)
-        uow.commit()
-        return "ok"
-
     before = pool_senders(engine)
     with one_group(group) as submit:
         submit(lambda: group.run(refused_after_a_write))
         late = submit(lambda: group.run(deadline_passes_after_a_write))
-        kept = submit(lambda: group.run(commits))
+        kept = submit(lambda: group.run(adds("447700900003")))
     with pytest.raises(Abandoned):
         late.result()
-    assert kept.result() == "ok"
+    assert kept.result() == "447700900003"
     assert pool_senders(engine) - before == {"447700900003"}
 
 
@@ -410,11 +403,6 @@ def test_a_cancelled_statement_fails_its_own_request_and_the_rest_are_stored(
     run though the request's deadline has passed, or the COMMIT would silently roll back the
     requests already told they were stored."""
 
-    def commits(uow: UnitOfWork) -> str:
-        uow.senders.add(["447700900003"], NOW)
-        uow.commit()
-        return "ok"
-
     def cancelled(uow: UnitOfWork) -> None:
         uow.finish_by(time.monotonic() + 0.2)
         uow.senders._connection.exec_driver_sql("SELECT pg_sleep(1)")
@@ -422,11 +410,11 @@ def test_a_cancelled_statement_fails_its_own_request_and_the_rest_are_stored(
     before = pool_senders(engine)
     with one_group(group) as submit:
         submit(lambda: group.run(refused_after_a_write))
-        kept = submit(lambda: group.run(commits))
+        kept = submit(lambda: group.run(adds("447700900003")))
         late = submit(lambda: group.run(cancelled))
     with pytest.raises(StorageUnavailable):
         late.result()
-    assert kept.result() == "ok"
+    assert kept.result() == "447700900003"
     assert pool_senders(engine) - before == {"447700900003"}
 
 
@@ -436,14 +424,6 @@ def test_a_transaction_sqlite_rolled_back_itself_fails_the_whole_group(
 ) -> None:
     """SQLite rolls the whole transaction back on an interrupt (a full disk, an I/O error
     alike): no request of the group is told stored, and none told failed is stored."""
-
-    def adds(sender: str) -> Callable[[UnitOfWork], str]:
-        def work(uow: UnitOfWork) -> str:
-            uow.senders.add([sender], NOW)
-            uow.commit()
-            return sender
-
-        return work
 
     def interrupted(uow: UnitOfWork) -> None:
         driver = uow.senders._connection.connection.driver_connection
