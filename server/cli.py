@@ -14,6 +14,7 @@ from server.api.server import serve
 from server.config import Settings
 from server.delivery.runner import run_dispatcher
 from server.domain.errors import DomainError
+from server.errors import StartupError
 from server.json_logs import log_json_lines
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
@@ -263,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DomainError as error:
         print(f"mplus: {error}", file=sys.stderr)
         return 2
+    except StartupError as error:
+        print(error, file=sys.stderr)  # the message alone, as SystemExit(message) printed it
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout the service runs from (installed editable): holds envoy/ and migrations/."""
 
@@ -180,9 +182,9 @@ class Settings:
             try:
                 value = int(raw)
             except ValueError:
-                raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
             if not low <= value <= high:
-                raise SystemExit(f"{name} must be between {low} and {high}, got {raw!r}")
+                raise ConfigError(f"{name} must be between {low} and {high}, got {raw!r}")
             return value
 
         def rate(name: str, default: float) -> float:
@@ -192,11 +194,11 @@ class Settings:
             try:
                 value = float(raw)
             except ValueError:
-                raise SystemExit(
+                raise ConfigError(
                     f"{name} must be a number of requests per second, got {raw!r}"
                 ) from None
             if value != 0 and not MIN_RATE <= value <= MAX_RATE:
-                raise SystemExit(
+                raise ConfigError(
                     f"{name} must be 0 (off) or between {MIN_RATE} and {MAX_RATE:g} requests "
                     f"per second, got {raw!r}"
                 )
@@ -207,7 +209,7 @@ class Settings:
             try:
                 ipaddress.ip_address(raw)
             except ValueError:
-                raise SystemExit(
+                raise ConfigError(
                     f"{name} must be an IP address such as 127.0.0.1 or 0.0.0.0, got {raw!r}"
                 ) from None
             return raw
@@ -220,7 +222,7 @@ class Settings:
                 try:
                     parsed.append(_split_host_port(endpoint))
                 except ValueError:
-                    raise SystemExit(
+                    raise ConfigError(
                         f"{name} must list IP:port endpoints separated by commas "
                         f"(e.g. 10.0.0.5:50051,[fd00::6]:50051), got {endpoint!r}"
                     ) from None
@@ -236,13 +238,13 @@ class Settings:
         workers = integer("MPLUS_WORKERS", defaults.workers, 1, 64)
         grpc_port = integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1)
         if grpc_port + workers - 1 > 65535:
-            raise SystemExit(
+            raise ConfigError(
                 f"MPLUS_GRPC_PORT {grpc_port} leaves no room for {workers} consecutive worker ports"
             )
         metrics_port = integer("MPLUS_METRICS_PORT", defaults.metrics_port)
         worker_index = integer("MPLUS_WORKER_INDEX", defaults.worker_index, 0, 1023)
         if metrics_port and metrics_port + worker_index > 65535:
-            raise SystemExit(
+            raise ConfigError(
                 f"MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX must be at most 65535, "
                 f"got {metrics_port} + {worker_index}"
             )
@@ -254,14 +256,14 @@ class Settings:
             "MPLUS_CLIENT_REQUEST_TIMEOUT_MS", defaults.client_request_timeout_ms, 100, 3_600_000
         )
         if header_timeout > request_timeout:
-            raise SystemExit(
+            raise ConfigError(
                 "MPLUS_CLIENT_HEADER_TIMEOUT_MS must be at most MPLUS_CLIENT_REQUEST_TIMEOUT_MS "
                 f"(the headers are part of the request), got {header_timeout} > {request_timeout}"
             )
         per_key = rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key)
         burst = integer("MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000)
         if burst < per_key / 20:
-            raise SystemExit(
+            raise ConfigError(
                 "MPLUS_RATE_LIMIT_BURST must be at least MPLUS_RATE_LIMIT_PER_KEY / 20 (Envoy "
                 f"refills at most every 50 ms), got {burst} for {per_key}/s"
             )
@@ -344,17 +346,17 @@ def _delivery(
     )
     driver = env.get("MPLUS_CHANNEL_DRIVER") or defaults.driver
     if driver not in ("sandbox", "http"):
-        raise SystemExit(f"MPLUS_CHANNEL_DRIVER must be sandbox or http, got {driver!r}")
+        raise ConfigError(f"MPLUS_CHANNEL_DRIVER must be sandbox or http, got {driver!r}")
     http_url = env.get("MPLUS_HTTP_DRIVER_URL") or ""
     if driver == "http" and not http_url.startswith(("http://", "https://")):
-        raise SystemExit(
+        raise ConfigError(
             "MPLUS_HTTP_DRIVER_URL must be an http:// or https:// URL when "
             f"MPLUS_CHANNEL_DRIVER=http, got {http_url!r}"
         )
     backoff = milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
     backoff_cap = milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
     if backoff > backoff_cap:
-        raise SystemExit(
+        raise ConfigError(
             "MPLUS_WEBHOOK_BACKOFF_MS must be at most MPLUS_WEBHOOK_BACKOFF_CAP_MS, "
             f"got {backoff} > {backoff_cap}"
         )
@@ -400,13 +402,13 @@ def _dispatch_metrics_port(
         return 0, index
     last = port + max(index, dispatchers - 1)
     if last > 65535:
-        raise SystemExit(
+        raise ConfigError(
             "MPLUS_DISPATCH_METRICS_PORT + the dispatcher index must be at most 65535, "
             f"got {port} + {last - port}"
         )
     workers_last = workers_metrics_port + workers - 1
     if workers_metrics_port and port <= workers_last and workers_metrics_port <= last:
-        raise SystemExit(
+        raise ConfigError(
             f"MPLUS_DISPATCH_METRICS_PORT {port} (to {last}, one port per dispatcher) overlaps "
             f"the workers' metrics ports MPLUS_METRICS_PORT {workers_metrics_port} (to "
             f"{workers_last}, one per worker)"
@@ -422,7 +424,7 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
         except ValueError:
-            raise SystemExit(
+            raise ConfigError(
                 f"{name} must list networks separated by commas (e.g. 127.0.0.0/8,::1/128), "
                 f"got {part.strip()!r}"
             ) from None
@@ -437,14 +439,14 @@ def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
         return None, None
     if not all(given.values()):
         missing = next(name for name, value in given.items() if not value)
-        raise SystemExit(
+        raise ConfigError(
             f"{missing} must be set too: TLS needs both MPLUS_TLS_CERT and MPLUS_TLS_KEY"
         )
     paths = []
     for name, value in given.items():
         path = Path(value).resolve()
         if not path.is_file() or not os.access(path, os.R_OK):
-            raise SystemExit(f"{name} must name a readable PEM file, got {value!r}")
+            raise ConfigError(f"{name} must name a readable PEM file, got {value!r}")
         paths.append(path)
     return paths[0], paths[1]
 

@@ -25,6 +25,7 @@ from server.api.metrics import Metrics, MetricsListener, serve_metrics
 from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import DatabaseTimeouts, Settings
+from server.errors import CannotListen
 from server.json_logs import FIELDS
 from server.service.add_messages import AddMessages
 from server.service.batches import Batches
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_SERVICES = ("", SERVICE_NAME, BATCH_SERVICE_NAME)
 """The whole server and the services it runs: the same status for all."""
-
-
-class CannotListen(SystemExit):
-    """An address cannot be bound: a startup error with a message, not a traceback."""
 
 
 @dataclass

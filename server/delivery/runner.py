@@ -19,6 +19,7 @@ from server.delivery.dispatcher import Dispatcher
 from server.delivery.drivers import driver_for
 from server.delivery.metrics import BACKLOG_REFRESH_S, DeliveryMetrics
 from server.delivery.webhooks import WebhookSender
+from server.errors import CannotListen
 from server.json_logs import FIELDS
 from server.service.clock import Environment
 from server.storage.database import create_database_engine
@@ -147,7 +148,7 @@ def _metrics_listener(metrics: DeliveryMetrics, settings: Settings) -> MetricsLi
     try:
         return serve_metrics(metrics, settings.grpc_host, port)
     except OSError as error:
-        raise SystemExit(
+        raise CannotListen(
             f"cannot serve the dispatcher's metrics on port {port} of {settings.grpc_host}: "
             f"{error.strerror} (MPLUS_DISPATCH_METRICS_PORT, MPLUS_DISPATCHER_INDEX; 0 turns "
             "them off)"

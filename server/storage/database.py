@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.config import DatabaseTimeouts
+from server.errors import ConfigError
 from server.storage.errors import DeadlineExceeded
 from server.storage.writer_lock import WriterLock, WriterLockTimeout
 from server.storage.writes import count_writes
@@ -54,7 +55,7 @@ def create_database_engine(
         _bound_statements_by_deadline(engine, timeouts.statement_ms)
         _ping_after_idle(engine)
     else:
-        raise SystemExit(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+        raise ConfigError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
     count_writes(engine)
     return engine
 
@@ -131,7 +132,7 @@ def statement_timeout_unknown(connection: Connection) -> None:
 def _sqlite_engine(url: str, pool_size: int, timeouts: DatabaseTimeouts) -> Engine:
     database = make_url(url).database
     if not database or database == ":memory:":
-        raise SystemExit("SQLite needs a file: an in-memory database is not durable")
+        raise ConfigError("SQLite needs a file: an in-memory database is not durable")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server.config import PROJECT_ROOT
+from server.errors import DatabaseUnreachable, SchemaOutOfDate
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 
@@ -28,16 +29,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-class SchemaOutOfDate(SystemExit):
-    """The database is not at the latest revision: the service refuses to start on it."""
-
-
-class DatabaseUnreachable(SystemExit):
-    """The database does not answer at startup: a message for the operator, not a traceback."""
-
-
 def ensure_current(engine: Engine) -> None:
-    """Refuses to run on a schema that is behind (or ahead of) this code."""
+    """Refuses to run on a schema that is behind (or ahead of) this code (SchemaOutOfDate),
+    or on a database that does not answer (DatabaseUnreachable)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     try:
         with engine.connect() as connection:

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
-from server.api.server import CannotListen, create_server
+from server.api.server import create_server
+from server.errors import CannotListen
 from server.service.add_messages import AddMessages
 from tests.conftest import lock_held
 from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack

@@ -8,8 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
+from server.errors import SchemaOutOfDate
 from server.storage.database import create_database_engine
-from server.storage.migrate import SchemaOutOfDate, alembic_config, ensure_current, upgrade
+from server.storage.migrate import alembic_config, ensure_current, upgrade
 from server.storage.tables import metadata
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.config import DatabaseTimeouts, Limits, Settings
+from server.errors import ConfigError
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -103,7 +104,7 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(ConfigError) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value) and complaint in str(raised.value)
 
@@ -142,7 +143,7 @@ def test_upstreams_on_other_hosts_replace_the_local_workers() -> None:
     ],
 )
 def test_bad_replica_settings_are_refused(env: dict[str, str], complaint: str) -> None:
-    with pytest.raises(SystemExit, match=complaint):
+    with pytest.raises(ConfigError, match=complaint):
         Settings.from_env(env)
 
 
@@ -163,7 +164,7 @@ def test_metrics_port_0_turns_metrics_off_for_every_worker() -> None:
 
 
 def test_a_worker_whose_metrics_port_would_pass_65535_is_refused() -> None:
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(ConfigError) as raised:
         Settings.from_env({"MPLUS_METRICS_PORT": "65535", "MPLUS_WORKER_INDEX": "1"})
     assert "MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX" in str(raised.value)
 
@@ -188,13 +189,13 @@ def test_tls_files_must_both_be_readable_and_are_made_absolute(
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({"MPLUS_TLS_CERT": "tls.crt", "MPLUS_TLS_KEY": "tls.key"})
     assert (settings.tls_cert, settings.tls_key) == (tmp_path / "tls.crt", tmp_path / "tls.key")
-    with pytest.raises(SystemExit, match="MPLUS_TLS_KEY must name a readable PEM file"):
+    with pytest.raises(ConfigError, match="MPLUS_TLS_KEY must name a readable PEM file"):
         Settings.from_env({"MPLUS_TLS_CERT": "tls.crt", "MPLUS_TLS_KEY": "missing.key"})
 
 
 def test_a_burst_too_small_for_its_rate_is_refused() -> None:
     """Envoy refills at most every 50 ms: a smaller bucket would cap the rate silently."""
-    with pytest.raises(SystemExit, match="MPLUS_RATE_LIMIT_BURST must be at least"):
+    with pytest.raises(ConfigError, match="MPLUS_RATE_LIMIT_BURST must be at least"):
         Settings.from_env({"MPLUS_RATE_LIMIT_PER_KEY": "5000", "MPLUS_RATE_LIMIT_BURST": "100"})
     settings = Settings.from_env(
         {"MPLUS_RATE_LIMIT_PER_KEY": "500", "MPLUS_RATE_LIMIT_BURST": "100"}
@@ -259,6 +260,6 @@ def test_dispatch_metrics_are_off_with_port_0_or_when_the_workers_have_none(
 def test_dispatch_metrics_ports_that_pass_65535_or_meet_the_workers_are_refused(
     env: dict[str, str], complaint: str
 ) -> None:
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(ConfigError) as raised:
         Settings.from_env(env)
     assert complaint in str(raised.value)
