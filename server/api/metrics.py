@@ -1,26 +1,12 @@
-"""Prometheus metrics of one server: its own registry, the instruments, the /metrics listener."""
+"""Prometheus metrics of one gRPC server: its own registry and the instruments its calls feed."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import Protocol
-from wsgiref.simple_server import WSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from server.metrics import SECONDS_BUCKETS, db_transaction_histogram
 
-SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-
-
-def db_transaction_histogram(registry: CollectorRegistry) -> Histogram:
-    """Every process that writes to the database has it: `UnitOfWork`'s `on_finish`."""
-    return Histogram(
-        "mplus_db_transaction_duration_seconds",
-        "Time from taking a database connection to commit or rollback, per transaction",
-        buckets=SECONDS_BUCKETS,
-        registry=registry,
-    )
 
 
 class Metrics:
@@ -69,33 +55,3 @@ class Metrics:
             "Calls being handled now",
             registry=registry,
         )
-
-
-class Registered(Protocol):
-    """Instruments kept in a registry of their own: a server's Metrics, a dispatcher's."""
-
-    @property
-    def registry(self) -> CollectorRegistry: ...
-
-
-@dataclass
-class MetricsListener:
-    """The HTTP server answering Prometheus scrapes, on a thread of its own."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-def serve_metrics(metrics: Registered, host: str, port: int) -> MetricsListener:
-    """Serves `metrics` on host:port (port 0 picks a free one); OSError when it cannot bind."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return MetricsListener(server, thread)

@@ -21,12 +21,13 @@ from sqlalchemy import Engine
 from server.api.batch_servicer import SERVICE_NAME as BATCH_SERVICE_NAME
 from server.api.batch_servicer import BatchServicer
 from server.api.health import DatabaseHealth
-from server.api.metrics import Metrics, MetricsListener, serve_metrics
+from server.api.metrics import Metrics
 from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import DatabaseTimeouts, Settings
 from server.errors import CannotListen
 from server.json_logs import FIELDS
+from server.metrics import MetricsListener, serve_metrics
 from server.service.add_messages import AddMessages
 from server.service.batches import Batches
 from server.service.group_commit import GroupCommit

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from server.api.metrics import SECONDS_BUCKETS, db_transaction_histogram
 from server.delivery.webhooks import PostOutcome
 from server.domain.delivery import AttemptOutcome, MessageStatus, known_receipt_code
+from server.metrics import SECONDS_BUCKETS, db_transaction_histogram
 from server.storage.unit_of_work import UnitOfWork
 
 BACKLOG_CAP = 10_000

@@ -13,7 +13,6 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
-from server.api.metrics import MetricsListener, serve_metrics
 from server.config import Settings
 from server.delivery.dispatcher import Dispatcher
 from server.delivery.drivers import driver_for
@@ -21,6 +20,7 @@ from server.delivery.metrics import BACKLOG_REFRESH_S, DeliveryMetrics
 from server.delivery.webhooks import WebhookSender
 from server.errors import CannotListen
 from server.json_logs import FIELDS
+from server.metrics import MetricsListener, serve_metrics
 from server.service.clock import Environment
 from server.storage.database import create_database_engine
 from server.storage.errors import StorageUnavailable
