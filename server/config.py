@@ -1,13 +1,18 @@
-"""Typed settings, read once from the environment and passed down; nothing else reads os.environ."""
+"""Typed settings, read once from the environment and passed down; nothing else reads os.environ.
+
+The dataclasses say what can be set; the functions below `Settings` say which MPLUS_* variable
+sets it, a section each, with the rules that join several variables (ports that must not meet,
+a burst that must cover the refill). Parsing one value is `env_reader`'s job."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.env_reader import EnvReader
 from server.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -16,8 +21,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DISPATCH_METRICS_OFFSET = 100
 """Dispatchers' metrics ports start this far above the workers' (MPLUS_METRICS_PORT): past
 the 64 workers `mplus up` may run, so the two ranges never meet by default."""
-MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
-"""Rate limits in requests per second: from one per ~17 minutes to what no host serves."""
 
 
 @dataclass(frozen=True)
@@ -172,189 +175,157 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        """Every MPLUS_* variable read once; a bad value is a ConfigError naming it."""
+        read = EnvReader(os.environ if env is None else env)
         defaults = cls()
-
-        def integer(name: str, default: int, low: int = 0, high: int = 65535) -> int:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-            if not low <= value <= high:
-                raise ConfigError(f"{name} must be between {low} and {high}, got {raw!r}")
-            return value
-
-        def rate(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{name} must be a number of requests per second, got {raw!r}"
-                ) from None
-            if value != 0 and not MIN_RATE <= value <= MAX_RATE:
-                raise ConfigError(
-                    f"{name} must be 0 (off) or between {MIN_RATE} and {MAX_RATE:g} requests "
-                    f"per second, got {raw!r}"
-                )
-            return value
-
-        def address(name: str, default: str) -> str:
-            raw = env.get(name) or default
-            try:
-                ipaddress.ip_address(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{name} must be an IP address such as 127.0.0.1 or 0.0.0.0, got {raw!r}"
-                ) from None
-            return raw
-
-        def endpoints(name: str) -> tuple[tuple[str, int], ...]:
-            raw = env.get(name) or ""
-            listed = [part.strip() for part in raw.split(",") if part.strip()]
-            parsed = []
-            for endpoint in listed:
-                try:
-                    parsed.append(_split_host_port(endpoint))
-                except ValueError:
-                    raise ConfigError(
-                        f"{name} must list IP:port endpoints separated by commas "
-                        f"(e.g. 10.0.0.5:50051,[fd00::6]:50051), got {endpoint!r}"
-                    ) from None
-            return tuple(parsed)
-
-        def milliseconds(name: str, default: int) -> int:
-            """At least 1: a zero would switch PostgreSQL's bound off, and no bound is the bug."""
-            return integer(name, default, 1, 86_400_000)
-
-        state_dir = Path(env.get("MPLUS_STATE_DIR") or defaults.state_dir)
-        max_workers = integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024)
-        timeouts = defaults.db_timeouts
-        workers = integer("MPLUS_WORKERS", defaults.workers, 1, 64)
-        grpc_port = integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1)
-        if grpc_port + workers - 1 > 65535:
-            raise ConfigError(
-                f"MPLUS_GRPC_PORT {grpc_port} leaves no room for {workers} consecutive worker ports"
-            )
-        metrics_port = integer("MPLUS_METRICS_PORT", defaults.metrics_port)
-        worker_index = integer("MPLUS_WORKER_INDEX", defaults.worker_index, 0, 1023)
-        if metrics_port and metrics_port + worker_index > 65535:
-            raise ConfigError(
-                f"MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX must be at most 65535, "
-                f"got {metrics_port} + {worker_index}"
-            )
-        tls_cert, tls_key = _tls_files(env)
-        header_timeout = integer(
-            "MPLUS_CLIENT_HEADER_TIMEOUT_MS", defaults.client_header_timeout_ms, 100, 3_600_000
-        )
-        request_timeout = integer(
-            "MPLUS_CLIENT_REQUEST_TIMEOUT_MS", defaults.client_request_timeout_ms, 100, 3_600_000
-        )
-        if header_timeout > request_timeout:
-            raise ConfigError(
-                "MPLUS_CLIENT_HEADER_TIMEOUT_MS must be at most MPLUS_CLIENT_REQUEST_TIMEOUT_MS "
-                f"(the headers are part of the request), got {header_timeout} > {request_timeout}"
-            )
-        per_key = rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key)
-        burst = integer("MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000)
-        if burst < per_key / 20:
-            raise ConfigError(
-                "MPLUS_RATE_LIMIT_BURST must be at least MPLUS_RATE_LIMIT_PER_KEY / 20 (Envoy "
-                f"refills at most every 50 ms), got {burst} for {per_key}/s"
-            )
+        state_dir = Path(read.text("MPLUS_STATE_DIR", str(defaults.state_dir)))
+        max_workers = read.integer("MPLUS_MAX_WORKERS", defaults.max_workers, 1, 1024)
+        workers, grpc_port = _worker_ports(read, defaults)
+        metrics_port, worker_index = _worker_metrics_port(read, defaults)
+        tls_cert, tls_key = read.tls_files()
+        header_timeout, request_timeout = _client_timeouts(read, defaults)
+        per_key, burst = _rate_limit_per_key(read, defaults)
         return cls(
-            database_url=env.get("MPLUS_DATABASE_URL") or f"sqlite:///{state_dir / 'mplus.db'}",
-            grpc_host=address("MPLUS_GRPC_HOST", defaults.grpc_host),
+            database_url=read.text("MPLUS_DATABASE_URL", f"sqlite:///{state_dir / 'mplus.db'}"),
+            grpc_host=read.address("MPLUS_GRPC_HOST", defaults.grpc_host),
             grpc_port=grpc_port,
-            http_host=address("MPLUS_HTTP_HOST", defaults.http_host),
-            http_port=integer("MPLUS_HTTP_PORT", defaults.http_port, 1),
-            envoy_admin_port=integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
+            http_host=read.address("MPLUS_HTTP_HOST", defaults.http_host),
+            http_port=read.integer("MPLUS_HTTP_PORT", defaults.http_port, 1),
+            envoy_admin_port=read.integer("MPLUS_ENVOY_ADMIN_PORT", defaults.envoy_admin_port, 1),
             metrics_port=metrics_port,
             worker_index=worker_index,
             max_workers=max_workers,
-            max_concurrent_rpcs=integer("MPLUS_MAX_CONCURRENT_RPCS", max_workers * 4, 1, 100_000),
-            request_timeout_ms=integer(
+            max_concurrent_rpcs=read.integer(
+                "MPLUS_MAX_CONCURRENT_RPCS", max_workers * 4, 1, 100_000
+            ),
+            request_timeout_ms=read.integer(
                 "MPLUS_REQUEST_TIMEOUT_MS", defaults.request_timeout_ms, 100, 3_600_000
             ),
-            max_request_bytes=integer(
+            max_request_bytes=read.integer(
                 "MPLUS_MAX_REQUEST_BYTES", defaults.max_request_bytes, 1024, 1 << 30
             ),
             workers=workers,
-            upstreams=endpoints("MPLUS_UPSTREAMS"),
-            shutdown_drain_ms=integer(
+            upstreams=read.endpoints("MPLUS_UPSTREAMS"),
+            shutdown_drain_ms=read.integer(
                 "MPLUS_SHUTDOWN_DRAIN_MS", defaults.shutdown_drain_ms, 0, 300_000
             ),
-            shutdown_grace_ms=integer(
+            shutdown_grace_ms=read.integer(
                 "MPLUS_SHUTDOWN_GRACE_MS", defaults.shutdown_grace_ms, 0, 300_000
             ),
-            max_connections=integer(
+            max_connections=read.integer(
                 "MPLUS_MAX_CONNECTIONS", defaults.max_connections, 1, 1_000_000
             ),
             client_header_timeout_ms=header_timeout,
             client_request_timeout_ms=request_timeout,
             rate_limit_per_key=per_key,
             rate_limit_burst=burst,
-            rate_limit_global=rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
+            rate_limit_global=read.rate("MPLUS_RATE_LIMIT_GLOBAL", defaults.rate_limit_global),
             tls_cert=tls_cert,
             tls_key=tls_key,
             state_dir=state_dir,
-            limits=Limits(
-                max_messages=integer(
-                    "MPLUS_MAX_MESSAGES", defaults.limits.max_messages, 1, 100_000
-                ),
-                max_body_chars=integer(
-                    "MPLUS_MAX_BODY_CHARS", defaults.limits.max_body_chars, 1, 1_000_000
-                ),
-                max_schedule_days=integer(
-                    "MPLUS_MAX_SCHEDULE_DAYS", defaults.limits.max_schedule_days, 1, 3650
-                ),
-                callback_allow_networks=_networks(env, "MPLUS_CALLBACK_ALLOW_NETWORKS"),
-            ),
-            db_pool_size=integer("MPLUS_DB_POOL_SIZE", max_workers, 1, 1024),
-            db_timeouts=DatabaseTimeouts(
-                pool_ms=milliseconds("MPLUS_DB_POOL_TIMEOUT_MS", timeouts.pool_ms),
-                lock_ms=milliseconds("MPLUS_DB_LOCK_TIMEOUT_MS", timeouts.lock_ms),
-                statement_ms=milliseconds("MPLUS_DB_STATEMENT_TIMEOUT_MS", timeouts.statement_ms),
-                idle_in_transaction_ms=milliseconds(
-                    "MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", timeouts.idle_in_transaction_ms
-                ),
-            ),
-            db_health_interval_ms=integer(
+            limits=_limits(read),
+            db_pool_size=read.integer("MPLUS_DB_POOL_SIZE", max_workers, 1, 1024),
+            db_timeouts=_database_timeouts(read),
+            db_health_interval_ms=read.integer(
                 "MPLUS_DB_HEALTH_INTERVAL_MS", defaults.db_health_interval_ms, 0, 3_600_000
             ),
-            delivery=_delivery(env, integer, milliseconds, metrics_port, workers),
+            delivery=_delivery(read, metrics_port, workers),
         )
 
 
-def _delivery(
-    env: Mapping[str, str],
-    integer: Callable[..., int],
-    milliseconds: Callable[[str, int], int],
-    workers_metrics_port: int,
-    workers: int,
-) -> Delivery:
+def _worker_ports(read: EnvReader, defaults: Settings) -> tuple[int, int]:
+    """MPLUS_WORKERS and MPLUS_GRPC_PORT, the first of the workers' consecutive ports."""
+    workers = read.integer("MPLUS_WORKERS", defaults.workers, 1, 64)
+    grpc_port = read.integer("MPLUS_GRPC_PORT", defaults.grpc_port, 1)
+    if grpc_port + workers - 1 > 65535:
+        raise ConfigError(
+            f"MPLUS_GRPC_PORT {grpc_port} leaves no room for {workers} consecutive worker ports"
+        )
+    return workers, grpc_port
+
+
+def _worker_metrics_port(read: EnvReader, defaults: Settings) -> tuple[int, int]:
+    """MPLUS_METRICS_PORT and MPLUS_WORKER_INDEX, whose sum is this worker's port."""
+    metrics_port = read.integer("MPLUS_METRICS_PORT", defaults.metrics_port)
+    worker_index = read.integer("MPLUS_WORKER_INDEX", defaults.worker_index, 0, 1023)
+    if metrics_port and metrics_port + worker_index > 65535:
+        raise ConfigError(
+            f"MPLUS_METRICS_PORT + MPLUS_WORKER_INDEX must be at most 65535, "
+            f"got {metrics_port} + {worker_index}"
+        )
+    return metrics_port, worker_index
+
+
+def _client_timeouts(read: EnvReader, defaults: Settings) -> tuple[int, int]:
+    """MPLUS_CLIENT_HEADER_TIMEOUT_MS and MPLUS_CLIENT_REQUEST_TIMEOUT_MS (Envoy's)."""
+    header_timeout = read.integer(
+        "MPLUS_CLIENT_HEADER_TIMEOUT_MS", defaults.client_header_timeout_ms, 100, 3_600_000
+    )
+    request_timeout = read.integer(
+        "MPLUS_CLIENT_REQUEST_TIMEOUT_MS", defaults.client_request_timeout_ms, 100, 3_600_000
+    )
+    if header_timeout > request_timeout:
+        raise ConfigError(
+            "MPLUS_CLIENT_HEADER_TIMEOUT_MS must be at most MPLUS_CLIENT_REQUEST_TIMEOUT_MS "
+            f"(the headers are part of the request), got {header_timeout} > {request_timeout}"
+        )
+    return header_timeout, request_timeout
+
+
+def _rate_limit_per_key(read: EnvReader, defaults: Settings) -> tuple[float, int]:
+    """MPLUS_RATE_LIMIT_PER_KEY and MPLUS_RATE_LIMIT_BURST (Envoy's token bucket)."""
+    per_key = read.rate("MPLUS_RATE_LIMIT_PER_KEY", defaults.rate_limit_per_key)
+    burst = read.integer("MPLUS_RATE_LIMIT_BURST", defaults.rate_limit_burst, 1, 1_000_000)
+    if burst < per_key / 20:
+        raise ConfigError(
+            "MPLUS_RATE_LIMIT_BURST must be at least MPLUS_RATE_LIMIT_PER_KEY / 20 (Envoy "
+            f"refills at most every 50 ms), got {burst} for {per_key}/s"
+        )
+    return per_key, burst
+
+
+def _limits(read: EnvReader) -> Limits:
+    """The MPLUS_MAX_* request rules and MPLUS_CALLBACK_ALLOW_NETWORKS."""
+    defaults = Limits()
+    return Limits(
+        max_messages=read.integer("MPLUS_MAX_MESSAGES", defaults.max_messages, 1, 100_000),
+        max_body_chars=read.integer("MPLUS_MAX_BODY_CHARS", defaults.max_body_chars, 1, 1_000_000),
+        max_schedule_days=read.integer(
+            "MPLUS_MAX_SCHEDULE_DAYS", defaults.max_schedule_days, 1, 3650
+        ),
+        callback_allow_networks=read.networks("MPLUS_CALLBACK_ALLOW_NETWORKS"),
+    )
+
+
+def _database_timeouts(read: EnvReader) -> DatabaseTimeouts:
+    """The MPLUS_DB_*_TIMEOUT_MS bounds."""
+    defaults = DatabaseTimeouts()
+    return DatabaseTimeouts(
+        pool_ms=read.milliseconds("MPLUS_DB_POOL_TIMEOUT_MS", defaults.pool_ms),
+        lock_ms=read.milliseconds("MPLUS_DB_LOCK_TIMEOUT_MS", defaults.lock_ms),
+        statement_ms=read.milliseconds("MPLUS_DB_STATEMENT_TIMEOUT_MS", defaults.statement_ms),
+        idle_in_transaction_ms=read.milliseconds(
+            "MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", defaults.idle_in_transaction_ms
+        ),
+    )
+
+
+def _delivery(read: EnvReader, workers_metrics_port: int, workers: int) -> Delivery:
     """The MPLUS_DISPATCH_*, MPLUS_WEBHOOK_* and driver settings."""
     defaults = Delivery()
-    dispatchers = integer("MPLUS_DISPATCHERS", defaults.dispatchers, 0, 64)
-    metrics_port, index = _dispatch_metrics_port(
-        env, integer, workers_metrics_port, workers, dispatchers
-    )
-    driver = env.get("MPLUS_CHANNEL_DRIVER") or defaults.driver
+    dispatchers = read.integer("MPLUS_DISPATCHERS", defaults.dispatchers, 0, 64)
+    metrics_port, index = _dispatch_metrics_port(read, workers_metrics_port, workers, dispatchers)
+    driver = read.text("MPLUS_CHANNEL_DRIVER", defaults.driver)
     if driver not in ("sandbox", "http"):
         raise ConfigError(f"MPLUS_CHANNEL_DRIVER must be sandbox or http, got {driver!r}")
-    http_url = env.get("MPLUS_HTTP_DRIVER_URL") or ""
+    http_url = read.text("MPLUS_HTTP_DRIVER_URL", "")
     if driver == "http" and not http_url.startswith(("http://", "https://")):
         raise ConfigError(
             "MPLUS_HTTP_DRIVER_URL must be an http:// or https:// URL when "
             f"MPLUS_CHANNEL_DRIVER=http, got {http_url!r}"
         )
-    backoff = milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
-    backoff_cap = milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
+    backoff = read.milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
+    backoff_cap = read.milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
     if backoff > backoff_cap:
         raise ConfigError(
             "MPLUS_WEBHOOK_BACKOFF_MS must be at most MPLUS_WEBHOOK_BACKOFF_CAP_MS, "
@@ -362,42 +333,40 @@ def _delivery(
         )
     return Delivery(
         dispatchers=dispatchers,
-        poll_interval_ms=milliseconds("MPLUS_DISPATCH_INTERVAL_MS", defaults.poll_interval_ms),
-        claim_batch=integer("MPLUS_DISPATCH_BATCH", defaults.claim_batch, 1, 10_000),
-        lease_ms=milliseconds("MPLUS_DISPATCH_LEASE_MS", defaults.lease_ms),
-        max_attempts=integer("MPLUS_DISPATCH_MAX_ATTEMPTS", defaults.max_attempts, 1, 100),
-        retry_ms=milliseconds("MPLUS_DISPATCH_RETRY_MS", defaults.retry_ms),
+        poll_interval_ms=read.milliseconds("MPLUS_DISPATCH_INTERVAL_MS", defaults.poll_interval_ms),
+        claim_batch=read.integer("MPLUS_DISPATCH_BATCH", defaults.claim_batch, 1, 10_000),
+        lease_ms=read.milliseconds("MPLUS_DISPATCH_LEASE_MS", defaults.lease_ms),
+        max_attempts=read.integer("MPLUS_DISPATCH_MAX_ATTEMPTS", defaults.max_attempts, 1, 100),
+        retry_ms=read.milliseconds("MPLUS_DISPATCH_RETRY_MS", defaults.retry_ms),
         driver=driver,
         http_url=http_url,
-        http_timeout_ms=milliseconds("MPLUS_HTTP_DRIVER_TIMEOUT_MS", defaults.http_timeout_ms),
-        sandbox_receipt_delay_ms=integer(
+        http_timeout_ms=read.milliseconds("MPLUS_HTTP_DRIVER_TIMEOUT_MS", defaults.http_timeout_ms),
+        sandbox_receipt_delay_ms=read.integer(
             "MPLUS_SANDBOX_RECEIPT_DELAY_MS", defaults.sandbox_receipt_delay_ms, 0, 86_400_000
         ),
-        webhook_timeout_ms=milliseconds("MPLUS_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms),
-        webhook_retry_for_s=integer(
+        webhook_timeout_ms=read.milliseconds(
+            "MPLUS_WEBHOOK_TIMEOUT_MS", defaults.webhook_timeout_ms
+        ),
+        webhook_retry_for_s=read.integer(
             "MPLUS_WEBHOOK_RETRY_FOR_S", defaults.webhook_retry_for_s, 0, 30 * 86_400
         ),
         webhook_backoff_ms=backoff,
         webhook_backoff_cap_ms=backoff_cap,
-        environment=env.get("MPLUS_ENVIRONMENT") or defaults.environment,
+        environment=read.text("MPLUS_ENVIRONMENT", defaults.environment),
         metrics_port=metrics_port,
         index=index,
     )
 
 
 def _dispatch_metrics_port(
-    env: Mapping[str, str],
-    integer: Callable[..., int],
-    workers_metrics_port: int,
-    workers: int,
-    dispatchers: int,
+    read: EnvReader, workers_metrics_port: int, workers: int, dispatchers: int
 ) -> tuple[int, int]:
     """MPLUS_DISPATCH_METRICS_PORT (by default MPLUS_METRICS_PORT + DISPATCH_METRICS_OFFSET,
     or 0 when that is 0) and MPLUS_DISPATCHER_INDEX. Refused when a dispatcher's port would
     pass 65535, or when `mplus up`'s dispatchers and workers would share one."""
     derived = workers_metrics_port + DISPATCH_METRICS_OFFSET if workers_metrics_port else 0
-    port = integer("MPLUS_DISPATCH_METRICS_PORT", min(derived, 65535))
-    index = integer("MPLUS_DISPATCHER_INDEX", 0, 0, 63)
+    port = read.integer("MPLUS_DISPATCH_METRICS_PORT", min(derived, 65535))
+    index = read.integer("MPLUS_DISPATCHER_INDEX", 0, 0, 63)
     if not port:
         return 0, index
     last = port + max(index, dispatchers - 1)
@@ -416,52 +385,6 @@ def _dispatch_metrics_port(
     return port, index
 
 
-def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    networks = []
-    for part in (env.get(name) or "").split(","):
-        if not part.strip():
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(part.strip(), strict=False)))
-        except ValueError:
-            raise ConfigError(
-                f"{name} must list networks separated by commas (e.g. 127.0.0.0/8,::1/128), "
-                f"got {part.strip()!r}"
-            ) from None
-    return tuple(networks)
-
-
-def _tls_files(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
-    """MPLUS_TLS_CERT and MPLUS_TLS_KEY: both or neither, readable files, made absolute (Envoy
-    resolves a relative path against its own working directory)."""
-    given = {name: env.get(name, "") for name in ("MPLUS_TLS_CERT", "MPLUS_TLS_KEY")}
-    if not any(given.values()):
-        return None, None
-    if not all(given.values()):
-        missing = next(name for name, value in given.items() if not value)
-        raise ConfigError(
-            f"{missing} must be set too: TLS needs both MPLUS_TLS_CERT and MPLUS_TLS_KEY"
-        )
-    paths = []
-    for name, value in given.items():
-        path = Path(value).resolve()
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise ConfigError(f"{name} must name a readable PEM file, got {value!r}")
-        paths.append(path)
-    return paths[0], paths[1]
-
-
 def _host_port(host: str, port: int) -> str:
     """`host:port`, with IPv6 addresses in brackets."""
     return f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"
-
-
-def _split_host_port(endpoint: str) -> tuple[str, int]:
-    """`10.0.0.5:50051` or `[fd00::6]:50051` → (host, port); ValueError when it is neither."""
-    host, separator, port_text = endpoint.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    port = int(port_text)
-    if not separator or not 1 <= port <= 65535:
-        raise ValueError(endpoint)
-    ipaddress.ip_address(host)
-    return host, port
