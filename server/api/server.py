@@ -31,9 +31,9 @@ from server.metrics import MetricsListener, serve_metrics
 from server.service.add_messages import AddMessages
 from server.service.batches import Batches
 from server.service.group_commit import GroupCommit
+from server.storage.bulk_insert import COPY_FROM_ROWS
 from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import ensure_current
-from server.storage.repositories import COPY_FROM_ROWS
 from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)

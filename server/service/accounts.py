@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from server.domain.errors import DomainError
 from server.domain.keys import generate_key, hash_key
 from server.service.clock import utc_now
+from server.storage.accounts import AccountSummary
 from server.storage.errors import ConflictingWrite
-from server.storage.repositories import AccountSummary
 from server.storage.unit_of_work import UnitOfWork
 
 

@@ -23,7 +23,7 @@ from server.domain.validation import validate_messages
 from server.service.clock import Environment
 from server.service.group_commit import GroupCommit
 from server.storage.errors import ConflictingWrite
-from server.storage.repositories import NewMessage
+from server.storage.messages import NewMessage
 from server.storage.unit_of_work import UnitOfWork
 
 ATTEMPTS = 3

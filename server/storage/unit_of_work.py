@@ -11,16 +11,14 @@ from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from server.storage.accounts import AccountRepository
 from server.storage.batches import BatchRepository
 from server.storage.database import DEADLINE_OPTION, statement_timeout_unknown
 from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
-from server.storage.repositories import (
-    AccountRepository,
-    KeyRepository,
-    MessageRepository,
-    SenderRepository,
-)
+from server.storage.keys import KeyRepository
+from server.storage.messages import MessageRepository
+from server.storage.senders import SenderRepository
 from server.storage.webhooks import WebhookOutbox
 from server.storage.writer_lock import WriterLockTimeout
 from server.storage.writes import writes
