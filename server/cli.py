@@ -7,9 +7,9 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from server import gateway
+from server import bootstrap, gateway
 from server.api.server import serve
 from server.config import Settings
 from server.delivery.runner import run_dispatcher
@@ -17,21 +17,11 @@ from server.domain.errors import DomainError
 from server.errors import StartupError
 from server.json_logs import log_json_lines
 from server.service import accounts, senders
-from server.storage.database import create_database_engine
-from server.storage.migrate import ensure_current, upgrade
-from server.storage.unit_of_work import UnitOfWork
+from server.storage.migrate import upgrade
 from server.supervisor import Supervisor
 
 DEMO_ACCOUNT = "demo"
 DEMO_SENDERS = ("447700900001", "447700900002", "447700900003")
-
-
-def _unit_of_work(settings: Settings) -> Callable[[], UnitOfWork]:
-    engine = create_database_engine(
-        settings.database_url, pool_size=2, timeouts=settings.db_timeouts
-    )
-    ensure_current(engine)
-    return lambda: UnitOfWork(engine)
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -79,15 +69,13 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.INFO)  # say which migrations ran
-    upgrade(
-        create_database_engine(settings.database_url, pool_size=1, timeouts=settings.db_timeouts)
-    )
+    upgrade(bootstrap.migration_engine(settings))
     print("database schema is up to date")
     return 0
 
 
 def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
-    account = accounts.create_account(_unit_of_work(settings), args.name)
+    account = accounts.create_account(bootstrap.for_cli(settings), args.name)
     if args.json:
         print(
             json.dumps(
@@ -107,12 +95,12 @@ def cmd_accounts_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_secret(settings: Settings, args: argparse.Namespace) -> int:
-    print(accounts.webhook_secret(_unit_of_work(settings), args.account, rotate=args.rotate))
+    print(accounts.webhook_secret(bootstrap.for_cli(settings), args.account, rotate=args.rotate))
     return 0
 
 
 def cmd_accounts_list(settings: Settings, args: argparse.Namespace) -> int:
-    summaries = accounts.list_accounts(_unit_of_work(settings))
+    summaries = accounts.list_accounts(bootstrap.for_cli(settings))
     if args.json:
         print(
             json.dumps(
@@ -134,37 +122,37 @@ def cmd_accounts_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    print(accounts.create_key(_unit_of_work(settings), args.account))
+    print(accounts.create_key(bootstrap.for_cli(settings), args.account))
     return 0
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    accounts.revoke_key(_unit_of_work(settings), args.key)
+    accounts.revoke_key(bootstrap.for_cli(settings), args.key)
     print("key revoked")
     return 0
 
 
 def cmd_senders_add(settings: Settings, args: argparse.Namespace) -> int:
-    added = senders.add_senders(_unit_of_work(settings), args.numbers)
+    added = senders.add_senders(bootstrap.for_cli(settings), args.numbers)
     print(f"{added} sender(s) added to the shared pool")
     return 0
 
 
 def cmd_senders_remove(settings: Settings, args: argparse.Namespace) -> int:
-    removed = senders.remove_senders(_unit_of_work(settings), args.numbers)
+    removed = senders.remove_senders(bootstrap.for_cli(settings), args.numbers)
     print(f"{removed} sender(s) removed from the shared pool")
     return 0
 
 
 def cmd_senders_list(settings: Settings, _args: argparse.Namespace) -> int:
-    for number in senders.list_senders(_unit_of_work(settings)):
+    for number in senders.list_senders(bootstrap.for_cli(settings)):
         print(number)
     return 0
 
 
 def cmd_demo(settings: Settings, _args: argparse.Namespace) -> int:
     """For `make run`: a demo account and a small shared pool, made once; prints the demo key."""
-    unit_of_work = _unit_of_work(settings)
+    unit_of_work = bootstrap.for_cli(settings)
     key_file = settings.state_dir / "demo-key"
     if not accounts.list_accounts(unit_of_work):
         account = accounts.create_account(unit_of_work, DEMO_ACCOUNT)

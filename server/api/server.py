@@ -16,25 +16,20 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy import Engine
 
+from server import bootstrap
 from server.api.batch_servicer import SERVICE_NAME as BATCH_SERVICE_NAME
 from server.api.batch_servicer import BatchServicer
 from server.api.health import DatabaseHealth
 from server.api.metrics import Metrics
 from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
-from server.config import DatabaseTimeouts, Settings
+from server.config import Settings
 from server.errors import CannotListen
 from server.json_logs import FIELDS
 from server.metrics import MetricsListener, serve_metrics
 from server.service.add_messages import AddMessages
 from server.service.batches import Batches
-from server.service.group_commit import GroupCommit
-from server.storage.bulk_insert import COPY_FROM_ROWS
-from server.storage.database import create_database_engine, database_answers
-from server.storage.migrate import ensure_current
-from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +67,6 @@ class GrpcServer:
         self.server.stop(grace).wait()
         if self.metrics_listener is not None:
             self.metrics_listener.stop()
-
-
-POSTGRES_GROUPED_AT_MOST = COPY_FROM_ROWS - 1
-"""Messages in a request that PostgreSQL runs in a group commit: a request stored by COPY
-amortises its own transaction."""
 
 
 def grpc_server(settings: Settings) -> grpc.Server:
@@ -182,30 +172,10 @@ def serve(settings: Settings) -> None:
     more); in-flight calls get their grace period either way."""
     bound_the_allocator()
     shorten_the_switch_interval()
-    engine = create_database_engine(
-        settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.db_timeouts
-    )
-    ensure_current(engine)
-    metrics = Metrics()
-
-    def unit_of_work() -> UnitOfWork:
-        return UnitOfWork(engine, metrics.db_transaction_duration.observe)
-
-    # SQLite's writers take turns on its one write lock anyway: grouping them all turns many
-    # commits (fsyncs) into one. PostgreSQL's run side by side in its own processes: small
-    # requests share their round trips (BEGIN, the key, COMMIT) in groups, larger ones run
-    # side by side (grouped, 1-message requests at concurrency 32 went 55 % faster, 100-message
-    # ones 21 % slower).
-    add_messages = AddMessages(
-        unit_of_work,
-        limits=settings.limits,
-        group_commit=GroupCommit(unit_of_work),
-        grouped_at_most=None if engine.dialect.name == "sqlite" else POSTGRES_GROUPED_AT_MOST,
-    )
+    parts = bootstrap.for_server(settings)
     address = settings.grpc_address
-    probe_engine = _probe_engine(settings)
     running = create_server(
-        add_messages, address, settings, metrics, lambda: database_answers(probe_engine)
+        parts.add_messages, address, settings, parts.metrics, parts.database_answers
     )
     stop, drained = threading.Event(), threading.Event()
 
@@ -231,17 +201,5 @@ def serve(settings: Settings) -> None:
         log.info("NOT_SERVING; draining for %d ms", settings.shutdown_drain_ms)
     running.stop(grace=settings.shutdown_grace_ms / 1000, drain=drained)
     drain_timer.cancel()
-    engine.dispose()
-    probe_engine.dispose()
+    parts.dispose()
     log.info("gRPC server stopped")
-
-
-def _probe_engine(settings: Settings) -> Engine:
-    """The health probe's own connection: a pool busy with requests is no outage, and a probe
-    waits a second at most (a PostgreSQL connect attempt, up to its 5 s)."""
-    bound_ms = max(1, min(settings.db_health_interval_ms, 1000))
-    return create_database_engine(
-        settings.database_url,
-        pool_size=1,
-        timeouts=DatabaseTimeouts(pool_ms=bound_ms, lock_ms=bound_ms, statement_ms=bound_ms),
-    )

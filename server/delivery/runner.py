@@ -13,19 +13,13 @@ from types import FrameType
 
 from sqlalchemy.exc import DBAPIError
 
+from server import bootstrap
 from server.config import Settings
-from server.delivery.dispatcher import Dispatcher
-from server.delivery.drivers import driver_for
 from server.delivery.metrics import BACKLOG_REFRESH_S, DeliveryMetrics
-from server.delivery.webhooks import WebhookSender
 from server.errors import CannotListen
 from server.json_logs import FIELDS
 from server.metrics import MetricsListener, serve_metrics
-from server.service.clock import Environment
-from server.storage.database import create_database_engine
 from server.storage.errors import StorageUnavailable
-from server.storage.migrate import ensure_current
-from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger("mplus.dispatch")
 
@@ -77,17 +71,9 @@ def run_dispatcher(settings: Settings) -> None:
     its driver's or webhook's timeout) and are recorded before it returns. Its metrics are
     served on `delivery.process_metrics_port` (0: none) of MPLUS_GRPC_HOST."""
     delivery = settings.delivery
-    engine = create_database_engine(
-        settings.database_url, pool_size=4, timeouts=settings.db_timeouts
-    )
-    ensure_current(engine)
-    metrics = DeliveryMetrics()
-    listener = _metrics_listener(metrics, settings)
-
-    def unit_of_work() -> UnitOfWork:
-        return UnitOfWork(engine, metrics.db_transaction_duration.observe)
-
     stop = threading.Event()
+    parts = bootstrap.for_dispatcher(settings, stopping=stop.is_set)
+    listener = _metrics_listener(parts.metrics, settings)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, stopping after the work in hand", signal.Signals(signum).name)
@@ -96,25 +82,15 @@ def run_dispatcher(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     idle_s = delivery.poll_interval_ms / 1000
-    environment = Environment()
-    dispatcher = Dispatcher(
-        unit_of_work,
-        driver_for(delivery),
-        delivery,
-        environment,
-        recorder=metrics,
-        stopping=stop.is_set,
-    )
-    sender = WebhookSender(unit_of_work, delivery, settings.limits, recorder=metrics)
     loops = [
-        WorkLoop("dispatcher", dispatcher.run_once, stop, idle_s),
-        WorkLoop("webhooks", sender.run_once, stop, idle_s),
+        WorkLoop("dispatcher", parts.dispatcher.run_once, stop, idle_s),
+        WorkLoop("webhooks", parts.webhooks.run_once, stop, idle_s),
     ]
     if listener is not None:
         loops.append(
             WorkLoop(
                 "backlog",
-                lambda: metrics.read_backlog(unit_of_work, environment.now()),
+                lambda: parts.metrics.read_backlog(parts.unit_of_work, parts.environment.now()),
                 stop,
                 BACKLOG_REFRESH_S,
             )
@@ -137,7 +113,7 @@ def run_dispatcher(settings: Settings) -> None:
         thread.join()
     if listener is not None:
         listener.stop()
-    engine.dispose()
+    parts.engine.dispose()
     log.info("dispatcher stopped")
 
 
