@@ -25,11 +25,11 @@ class EnvReader:
         self._env = env
 
     def text(self, name: str, default: str) -> str:
-        return self._env.get(name) or default
+        return self._given(name) or default
 
     def integer(self, name: str, default: int, low: int = 0, high: int = 65535) -> int:
-        raw = self._env.get(name)
-        if raw is None or raw == "":
+        raw = self._given(name)
+        if raw is None:
             return default
         try:
             value = int(raw)
@@ -44,8 +44,8 @@ class EnvReader:
         return self.integer(name, default, 1, 86_400_000)
 
     def rate(self, name: str, default: float) -> float:
-        raw = self._env.get(name)
-        if raw is None or raw == "":
+        raw = self._given(name)
+        if raw is None:
             return default
         try:
             value = float(raw)
@@ -113,9 +113,13 @@ class EnvReader:
             paths.append(path)
         return paths[0], paths[1]
 
+    def _given(self, name: str) -> str | None:
+        """The variable's value; None when it is unset or empty (its default applies)."""
+        return self._env.get(name) or None
+
     def _listed(self, name: str) -> list[str]:
         """A comma-separated list, blanks around and between items ignored."""
-        return [part.strip() for part in (self._env.get(name) or "").split(",") if part.strip()]
+        return [part.strip() for part in (self._given(name) or "").split(",") if part.strip()]
 
 
 def _split_host_port(endpoint: str) -> tuple[str, int]:

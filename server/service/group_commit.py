@@ -19,6 +19,10 @@ commits per second stay few while the requests per commit grow: on SQLite, whose
 turns anyway, that turns many fsyncs into one, and on PostgreSQL many round trips (BEGIN, the
 key, COMMIT) into one. A request whose caller has gone by the time its group would commit is
 rolled back with the group, which then runs again without it.
+
+It belongs in the service layer, not in storage/: it decides which use cases share a
+transaction and which caller hears which outcome (a refusal fails alone, a caller gone is
+Abandoned), in terms of units of work, while the SQL it needs (savepoints) stays in UnitOfWork.
 """
 
 from __future__ import annotations
