@@ -21,7 +21,7 @@ from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, RECEIPT_CODES
 from server.service import accounts
 from server.storage.tables import queued_messages
 from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
-from tests.e2e.test_grpc import call_error, grpcurl
+from tests.support.calls import call_error, grpcurl
 
 TOMORROW_9 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=0, second=0)
 SEND_AT = TOMORROW_9.strftime("%Y-%m-%dT%H:%MZ")  # no seconds, as the scheduling guide shows

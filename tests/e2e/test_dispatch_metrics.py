@@ -24,7 +24,7 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import free_port, wait_until
-from tests.e2e.test_observability import Samples, labels, scrape
+from tests.support.metrics import Samples, labels, scrape
 from tests.webhook_receiver import receiving
 
 BODY = "dispatch metrics body 41c7"

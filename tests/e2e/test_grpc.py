@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server.api.server import create_server
@@ -26,7 +21,7 @@ from server.errors import CannotListen
 from server.service.add_messages import AddMessages
 from tests.conftest import lock_held
 from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack
-from tests.e2e.test_json_gateway import IN_A_DAY
+from tests.support.calls import IN_A_DAY, call_error, grpcurl
 
 
 def message(**fields: str) -> message_pb2.Message:
@@ -44,28 +39,6 @@ def request(
     return message_service_pb2.AddMessagesRequest(
         key=key, batch=message_service_pb2.MessageBatch(messages=messages), **options
     )
-
-
-def call_error(
-    call: grpc.Call,
-) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo, list[object]]:
-    status = rpc_status.from_call(call)
-    assert status is not None, "no rich status details"
-    details: list[object] = []
-    info = error_details_pb2.ErrorInfo()
-    for packed in status.details:
-        for kind in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.PreconditionFailure,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                packed.Unpack(detail)
-                details.append(detail)
-                if isinstance(detail, error_details_pb2.ErrorInfo):
-                    info = detail
-    return call.code(), info, details
 
 
 @pytest.fixture
@@ -166,13 +139,6 @@ def test_health_reports_serving(channel: grpc.Channel) -> None:
     for service in ("", "mplus.v1.MessageService"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
-    return subprocess.run(
-        [executable, *args], capture_output=True, text=True, timeout=30, check=False
-    )
 
 
 @SQLITE_ONLY

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,9 +16,9 @@ import pytest
 from server.service import accounts, senders
 from tests.conftest import lock_held
 from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, SQLITE_ONLY, Stack
+from tests.support.calls import IN_A_DAY
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-IN_A_DAY = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def custom(value: str) -> dict[str, str]:

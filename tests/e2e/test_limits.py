@@ -17,13 +17,14 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
+from mplus.v1 import message_service_pb2_grpc
 
 from server.api.server import create_server
 from server.config import Settings
 from server.gateway import RATE_LIMITED
 from server.service import accounts
 from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack, extra_gateway
+from tests.support.calls import add_messages_status, grpc_request
 
 BODY = {
     "messages": [{"from": {"type": "custom", "value": "Acme"}, "to": "441111111111", "body": "Hi"}]
@@ -37,26 +38,6 @@ pytestmark = SQLITE_ONLY  # limits answer before any query runs: no database cha
 def post(settings: Settings, params: dict[str, str], **kwargs: Any) -> httpx.Response:
     url = f"http://127.0.0.1:{settings.http_port}/message"
     return httpx.post(url, params=params, json=BODY, timeout=30, **kwargs)
-
-
-def grpc_request(*messages: message_pb2.Message) -> message_service_pb2.AddMessagesRequest:
-    if not messages:
-        messages = (message_pb2.Message(to="441111111111", body="Hi"),)
-        getattr(messages[0], "from").CopyFrom(message_pb2.From(type="custom", value="Acme"))
-    return message_service_pb2.AddMessagesRequest(
-        batch=message_service_pb2.MessageBatch(messages=messages)
-    )
-
-
-def add_messages_status(target: str, key: str) -> grpc.StatusCode:
-    """The status of one native AddMessages call to `target` with `key` as x-api-key metadata."""
-    with grpc.insecure_channel(target) as channel:
-        stub = message_service_pb2_grpc.MessageServiceStub(channel)
-        try:
-            stub.AddMessages(grpc_request(), metadata=[("x-api-key", key)], timeout=30)
-        except grpc.RpcError as error:
-            return error.code()
-    return grpc.StatusCode.OK
 
 
 def assert_rate_limited(response: httpx.Response, retry_after: str) -> None:

@@ -8,15 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from server.json_logs import JsonFormatter
 from server.processes import stop_process
@@ -25,20 +22,11 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import Stack, free_port, wait_for_serving
+from tests.support.metrics import Samples, labels, scrape
 
 BODY = "observability body 7f3a"
 NUMBER = "447700123456"
 REQUEST_LOGGER = "server.api.observability"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    samples: Samples = defaultdict(float)
-    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
 
 
 def moved(before: Samples, after: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
@@ -48,10 +36,6 @@ def moved(before: Samples, after: Samples, name: str) -> dict[frozenset[tuple[st
         for series in after
         if series[0] == name and after[series] != before[series]
     }
-
-
-def labels(**pairs: str) -> frozenset[tuple[str, str]]:
-    return frozenset(pairs.items())
 
 
 def add_messages(**pairs: str) -> frozenset[tuple[str, str]]:

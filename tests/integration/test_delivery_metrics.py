@@ -24,7 +24,7 @@ from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.storage.unit_of_work import UnitOfWork
-from tests.integration.test_dispatcher import Clock
+from tests.support.clock import Clock
 from tests.webhook_receiver import receiving
 
 BODY = "metrics body 5e1d"

@@ -26,8 +26,8 @@ from server.service.clock import Environment
 from server.storage.database import create_database_engine
 from server.storage.tables import delivery_attempts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
+from tests.support.clock import NOW, Clock
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Delivery(
     lease_ms=30_000,
     retry_ms=2_000,
@@ -38,17 +38,6 @@ SETTINGS = Delivery(
 RECEIPT_DELAY = timedelta(milliseconds=SETTINGS.sandbox_receipt_delay_ms)
 LEASE = timedelta(milliseconds=SETTINGS.lease_ms)
 CALLBACK = "https://example.com/dr"
-
-
-@dataclass
-class Clock:
-    now: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, by: timedelta) -> None:
-        self.now += by
 
 
 @dataclass

@@ -37,8 +37,8 @@ from tests.e2e.operator import (
     running_up,
     wait_until_serving,
 )
-from tests.e2e.test_limits import add_messages_status, grpc_request
 from tests.reliability.figures import record, scaled
+from tests.support.calls import add_messages_status, grpc_request
 
 stack = e2e.stack  # the e2e stack: in-process server and a real Envoy, per database
 

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +34,7 @@ from server.storage.tables import queued_messages
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Stack
 from tests.reliability.figures import record, scaled
+from tests.support.calls import IN_A_DAY
 
 GRPCIO_METADATA_NOISE = "Invalid encoding on"
 """grpcio logs (at ERROR, with a traceback) each metadata value that is not UTF-8, such as an
@@ -63,7 +63,6 @@ GRPC_CASES = scaled(1_200, 12_000)
 METHOD = "/mplus.v1.MessageService/AddMessages"
 MAX_BODY = 1_100_000
 """Just past the stack's 1 MiB request limit: a few 413s, no time spent on bigger bodies."""
-IN_A_DAY = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 CODES_BY_STATUS = {400: {3, 9}, 401: {16}, 404: {5}, 405: {12}, 409: {6}, 413: {8}, 429: {8}}
 """The README's error table: the gRPC code a JSON error body may carry for each HTTP status."""
