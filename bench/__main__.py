@@ -23,10 +23,9 @@ from bench import cases, h2load, volume
 from bench.cases import CASES, Case
 from bench.driver import postgres_rows_per_s, sqlite_rows_per_s
 from bench.measure import Run, check_once, measure, median_of, median_rate
-from bench.postgres import postgres_server
 from bench.report import Target, table, targets_table
 from bench.stack import mplus_stack, noop_stack, stored_messages
-from tests.conftest import fresh_postgres_database
+from harness.postgres import fresh_postgres_database, postgres_server
 
 RESULTS = Path(__file__).parent / "results"
 DRIVERS = {
@@ -249,7 +248,7 @@ def main() -> None:
         databases = {"sqlite": f"sqlite:///{state / 'sqlite' / 'mplus.db'}"}
         postgres_base = None
         if not args.no_postgres:
-            postgres_base = servers.enter_context(postgres_server())
+            postgres_base = servers.enter_context(postgres_server(prefix="mplus-bench-pg-"))
             databases["postgres"] = servers.enter_context(fresh_postgres_database(postgres_base))
         drivers = _drivers(state, postgres_base, args.seconds)
         samples, driver_runs, stored = _measure_cases(

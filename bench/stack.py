@@ -14,6 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from harness.envoy import start_envoy
+from harness.ports import free_port
+from harness.waiting import wait_for_serving
 from server.config import Settings
 from server.processes import stop_process
 from server.service import accounts, senders
@@ -21,7 +24,6 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import free_port, start_envoy, wait_for_serving
 
 POOL = tuple(f"4477009004{i:02d}" for i in range(20))
 

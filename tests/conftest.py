@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, select
 
+from harness.postgres import fresh_postgres_database, postgres_server
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
@@ -31,35 +27,8 @@ def postgres_base_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        import pgserver
-
-    # Not under pytest's basetemp: another pytest run on the machine may rotate that away.
-    data = Path(tempfile.mkdtemp(prefix="mplus-test-pg-"))
-    server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(data, ignore_errors=True)
-
-
-@contextmanager
-def fresh_postgres_database(base_url: str) -> Iterator[str]:
-    """The URL of a new, empty database on the server at `base_url`, dropped on exit."""
-    name = f"mplus_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        make_url(base_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_server(prefix="mplus-test-pg-") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ database, gRPC server on port 0, Envoy in front."""
 from __future__ import annotations
 
 import dataclasses
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -17,10 +14,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, func, select
 
-from server import gateway
+from harness.envoy import start_envoy
+from harness.ports import free_port
+from harness.postgres import fresh_postgres_database
 from server.api.metrics import Metrics
 from server.api.server import GrpcServer, create_server
 from server.config import DatabaseTimeouts, Settings
@@ -32,70 +30,10 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
-from tests.conftest import fresh_postgres_database
 
 POOL = ("447700900201", "447700900202", "447700900203")
 LOCK_TIMEOUT_MS = 1000
 """Short, so that a test may wait it out: nothing else in these tests waits for a lock."""
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on, never the same twice in this run (the kernel may repeat)."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of `count` consecutive ports nothing listens on (for `mplus up --workers`)."""
-    while True:
-        base = free_port()
-        ports = range(base + 1, base + count)
-        free = base + count <= 65536 and all(_bindable(p) for p in ports)
-        if free and not _handed_out.intersection(ports):
-            _handed_out.update(ports)
-            return base
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (httpx.HTTPError, OSError, grpc.RpcError):
-            pass  # not up yet
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_for_serving(target: str) -> None:
-    """Polls the gRPC health service at `target` until it reports SERVING."""
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        request = health_pb2.HealthCheckRequest()
-        wait_until(
-            lambda: (
-                health.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING
-            ),
-            f"gRPC server at {target} to serve",
-        )
 
 
 @dataclass
@@ -146,24 +84,6 @@ class Stack:
     ) -> httpx.Response:
         query = {"key": self.key} if params is None else params
         return httpx.post(f"{self.http_url}/message", params=query, json=body, timeout=30, **kwargs)
-
-
-def start_envoy(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    config = gateway.write_config(settings)
-    with log.open("wb") as sink:
-        process = subprocess.Popen(gateway.envoy_command(config), stdout=sink, stderr=sink)
-    admin = f"http://127.0.0.1:{settings.envoy_admin_port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"envoy exited: {log.read_text()}")
-        clusters = httpx.get(f"{admin}/clusters", timeout=1).text
-        return httpx.get(f"{admin}/ready", timeout=1).text.strip() == "LIVE" and (
-            "mplus_grpc::" in clusters and "health_flags::healthy" in clusters
-        )
-
-    wait_until(ready, "envoy to be ready with a healthy upstream")
-    return process
 
 
 @contextmanager

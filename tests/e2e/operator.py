@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import consecutive_free_ports, free_port, wait_until
+from harness.ports import consecutive_free_ports, free_port
+from harness.waiting import wait_until
 
 MPLUS = [sys.executable, "-m", "server.cli"]
 SPEC_SINGLE_MESSAGE = {

@@ -17,10 +17,11 @@ import pytest
 from mplus.v1 import batch_service_pb2, batch_service_pb2_grpc
 from sqlalchemy import update
 
+from harness.waiting import wait_until
 from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, RECEIPT_CODES, ReceiptCode
 from server.service import accounts
 from server.storage.tables import queued_messages
-from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
+from tests.e2e.conftest import SQLITE_ONLY, Stack
 from tests.support.calls import call_error, grpcurl
 
 TOMORROW_9 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=0, second=0)

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import SQLITE_ONLY, Stack, wait_until
+from harness.waiting import wait_until
+from tests.e2e.conftest import SQLITE_ONLY, Stack
 from tests.e2e.operator import (
     MPLUS,
     Cli,

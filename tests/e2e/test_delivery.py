@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import fresh_postgres_database
-from tests.e2e.conftest import free_port, wait_until
+from harness.ports import free_port
+from harness.postgres import fresh_postgres_database
+from harness.waiting import wait_until
 from tests.e2e.operator import Cli, Up, make_cli, running_up
 from tests.webhook_receiver import Post, receiving
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from harness.ports import free_port
+from harness.waiting import wait_until
 from server.config import Limits
 from server.domain.model import MessageDraft, SenderDraft
 from server.processes import stop_process
@@ -23,7 +25,6 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import free_port, wait_until
 from tests.support.metrics import Samples, labels, scrape
 from tests.webhook_receiver import receiving
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from harness.postgres import fresh_postgres_database
+from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.conftest import fresh_postgres_database
-from tests.e2e.conftest import wait_until
 from tests.e2e.operator import Cli, make_cli, running_up
 from tests.reliability.dispatching import EXPECTED, FAST_DISPATCH, destinations, outcomes, wrong
 from tests.webhook_receiver import receiving

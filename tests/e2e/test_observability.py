@@ -15,13 +15,15 @@ import grpc
 import pytest
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
+from harness.ports import free_port
+from harness.waiting import wait_for_serving
 from server.json_logs import JsonFormatter
 from server.processes import stop_process
 from server.service import accounts
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import Stack, free_port, wait_for_serving
+from tests.e2e.conftest import Stack
 from tests.support.metrics import Samples, labels, scrape
 
 BODY = "observability body 7f3a"

@@ -26,10 +26,10 @@ from google.protobuf import json_format
 from mplus.v1 import message_service_pb2, message_service_pb2_grpc
 from sqlalchemy import Engine, select
 
+from harness.waiting import wait_until
 from server.config import Settings
 from server.storage.database import create_database_engine
 from server.storage.tables import queued_messages, sender_pins
-from tests.e2e.conftest import wait_until
 from tests.e2e.operator import (
     Cli,
     Up,

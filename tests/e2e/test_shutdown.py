@@ -16,8 +16,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
+from harness.waiting import wait_until
 from server.api.server import create_server
-from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack, wait_until
+from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack
 from tests.e2e.operator import MPLUS, closed, make_cli
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

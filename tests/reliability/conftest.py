@@ -18,9 +18,10 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mplus.v1 import message_service_pb2, message_service_pb2_grpc
 
+from harness.envoy import start_envoy
+from harness.waiting import wait_until
 from server.config import Settings
 from server.processes import stop_process
-from tests.e2e.conftest import start_envoy, wait_until
 from tests.e2e.operator import MPLUS, Cli, make_cli
 
 POOL = [f"4477009004{i:02d}" for i in range(4)]

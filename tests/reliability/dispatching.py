@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, make_url, select
 
+from harness.waiting import wait_until
 from server.config import Settings
 from server.domain.model import MessageDraft, SenderDraft
 from server.processes import stop_process
@@ -21,7 +22,6 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.tables import delivery_attempts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import wait_until
 from tests.e2e.operator import MPLUS, Cli
 
 CHANNELS = ("rcs", "sms")

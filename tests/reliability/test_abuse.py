@@ -23,12 +23,13 @@ import pytest
 from mplus.v1 import message_service_pb2_grpc
 from sqlalchemy import event
 
+from harness.waiting import wait_until
 from server.config import Settings
 from server.domain.keys import KEY_PREFIX, hash_key
 from server.gateway import RATE_LIMITED
 from server.storage.tables import api_keys
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway, wait_until
+from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
 from tests.e2e.operator import (
     Up,
     balanced_over_workers,
@@ -411,7 +412,7 @@ def test_many_connections_past_the_cap_are_refused_and_the_gateway_serves_after(
             )
             return response.status_code == 200
 
-        e2e.wait_until(served, "the gateway to serve once the connections closed", timeout=10)
+        wait_until(served, "the gateway to serve once the connections closed", timeout=10)
     FIGURES["connections"] = {
         "cap": cap,
         "opened": opened,

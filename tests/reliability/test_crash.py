@@ -22,8 +22,8 @@ import httpx
 from mplus.v1 import message_service_pb2_grpc
 from sqlalchemy import Engine, text
 
+from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.e2e.conftest import wait_until
 from tests.reliability.conftest import CHANNEL_OPTIONS, Processes, prepared, running, send_grpc
 from tests.reliability.figures import record, scaled
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from harness.waiting import wait_until
 from server.delivery import webhooks
 from server.storage.database import create_database_engine
-from tests.e2e.conftest import wait_until
 from tests.reliability.conftest import prepared
 from tests.reliability.dispatching import (
     EXPECTED,

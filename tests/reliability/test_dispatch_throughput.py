@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.e2e.conftest import wait_until
 from tests.reliability.conftest import Processes, prepared
 from tests.reliability.dispatching import (
     Dispatchers,

@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
+from harness.waiting import wait_until
 from server.storage.tables import queued_messages
-from tests.e2e.conftest import wait_until
 from tests.e2e.operator import make_cli
 from tests.reliability.conftest import Processes, health_status, prepared, running
 from tests.reliability.figures import record, scaled
