@@ -1,21 +1,22 @@
-"""Shared fixtures: databases (SQLite file, throwaway PostgreSQL), migrated engines, accounts."""
+"""Shared fixtures: databases (SQLite file, throwaway PostgreSQL), migrated engines, accounts,
+and the real stack the e2e and reliability suites share."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from harness.postgres import fresh_postgres_database, postgres_server
 from server.service import accounts, senders
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
-from server.storage.tables import accounts as accounts_table
 from server.storage.unit_of_work import UnitOfWork
+from tests.support.stack import Stack, running_stack
 
 POOL = ("447700900101", "447700900102", "447700900103", "447700900104")
 
@@ -72,15 +73,19 @@ def account(unit_of_work: Callable[[], UnitOfWork]) -> accounts.NewAccount:
     return accounts.create_account(unit_of_work, "acme")
 
 
-@contextmanager
-def lock_held(engine: Engine, account_id: str) -> Iterator[None]:
-    """Another connection holds a lock that storing a message for `account_id` needs: on
-    PostgreSQL the account row (the foreign key check takes a share lock on it), on SQLite the
-    database's one write lock. Released on exit."""
-    with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.begin()  # BEGIN IMMEDIATE: the write lock
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A real stack (tests/support/stack.py) per test module and database, for the e2e tests
+    and the reliability suite's abuse tests."""
+    with ExitStack() as cleanup:
+        state = tmp_path_factory.mktemp(f"stack-{request.param}")
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{state / 'mplus.db'}"
         else:
-            rows = select(accounts_table).where(accounts_table.c.id == account_id)
-            connection.execute(rows.with_for_update())
-        yield
+            base_url = request.getfixturevalue("postgres_base_url")
+            database_url = cleanup.enter_context(fresh_postgres_database(base_url))
+        yield cleanup.enter_context(running_stack(database_url, state))

@@ -21,8 +21,8 @@ from harness.waiting import wait_until
 from server.domain.delivery import DELIVERED, HANDSET_UNREACHABLE, RECEIPT_CODES, ReceiptCode
 from server.service import accounts
 from server.storage.tables import queued_messages
-from tests.e2e.conftest import SQLITE_ONLY, Stack
 from tests.support.calls import call_error, grpcurl
+from tests.support.stack import SQLITE_ONLY, Stack
 
 TOMORROW_9 = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=0, second=0)
 SEND_AT = TOMORROW_9.strftime("%Y-%m-%dT%H:%MZ")  # no seconds, as the scheduling guide shows

@@ -20,8 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.waiting import wait_until
-from tests.e2e.conftest import SQLITE_ONLY, Stack
-from tests.e2e.operator import (
+from tests.support.operator import (
     MPLUS,
     Cli,
     Up,
@@ -31,6 +30,7 @@ from tests.e2e.operator import (
     running_up,
     wait_until_serving,
 )
+from tests.support.stack import SQLITE_ONLY, Stack
 
 KEY = re.compile(r"mp_[A-Za-z0-9_-]{29,}")
 

@@ -20,8 +20,8 @@ import pytest
 from harness.ports import free_port
 from harness.postgres import fresh_postgres_database
 from harness.waiting import wait_until
-from tests.e2e.operator import Cli, Up, make_cli, running_up
-from tests.webhook_receiver import Post, receiving
+from tests.support.operator import Cli, Up, make_cli, running_up
+from tests.support.webhook_receiver import Post, receiving
 
 FAST_DELIVERY = {
     "MPLUS_DISPATCH_INTERVAL_MS": "50",

@@ -26,7 +26,7 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
 from tests.support.metrics import Samples, labels, scrape
-from tests.webhook_receiver import receiving
+from tests.support.webhook_receiver import receiving
 
 BODY = "dispatch metrics body 41c7"
 NUMBERS = ("447700900011", "447700900012", "447700900013")

@@ -24,9 +24,9 @@ from sqlalchemy import Engine
 from harness.postgres import fresh_postgres_database
 from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.e2e.operator import Cli, make_cli, running_up
-from tests.reliability.dispatching import EXPECTED, FAST_DISPATCH, destinations, outcomes, wrong
-from tests.webhook_receiver import receiving
+from tests.support.dispatching import EXPECTED, FAST_DISPATCH, destinations, outcomes, wrong
+from tests.support.operator import Cli, make_cli, running_up
+from tests.support.webhook_receiver import receiving
 
 MESSAGES = 500
 PER_REQUEST = 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import Stack
+from tests.support.stack import Stack
 
 
 def config_dump(stack: Stack) -> dict:  # type: ignore[type-arg]

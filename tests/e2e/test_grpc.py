@@ -19,9 +19,9 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 from server.api.server import create_server
 from server.errors import CannotListen
 from server.service.add_messages import AddMessages
-from tests.conftest import lock_held
-from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack
 from tests.support.calls import IN_A_DAY, call_error, grpcurl
+from tests.support.locks import lock_held
+from tests.support.stack import LOCK_TIMEOUT_MS, POOL, POSTGRES_ONLY, SQLITE_ONLY, Stack
 
 
 def message(**fields: str) -> message_pb2.Message:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from server.service import accounts, senders
-from tests.conftest import lock_held
-from tests.e2e.conftest import LOCK_TIMEOUT_MS, POOL, SQLITE_ONLY, Stack
 from tests.support.calls import IN_A_DAY
+from tests.support.locks import lock_held
+from tests.support.stack import LOCK_TIMEOUT_MS, POOL, SQLITE_ONLY, Stack
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

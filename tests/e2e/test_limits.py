@@ -23,8 +23,8 @@ from server.api.server import create_server
 from server.config import Settings
 from server.gateway import RATE_LIMITED
 from server.service import accounts
-from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack, extra_gateway
 from tests.support.calls import add_messages_status, grpc_request
+from tests.support.stack import SQLITE_ONLY, HeldAddMessages, Stack, extra_gateway
 
 BODY = {
     "messages": [{"from": {"type": "custom", "value": "Acme"}, "to": "441111111111", "body": "Hi"}]

@@ -23,8 +23,8 @@ from server.service import accounts
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.conftest import Stack
 from tests.support.metrics import Samples, labels, scrape
+from tests.support.stack import Stack
 
 BODY = "observability body 7f3a"
 NUMBER = "447700123456"

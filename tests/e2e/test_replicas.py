@@ -30,7 +30,8 @@ from harness.waiting import wait_until
 from server.config import Settings
 from server.storage.database import create_database_engine
 from server.storage.tables import queued_messages, sender_pins
-from tests.e2e.operator import (
+from tests.support.figures import record
+from tests.support.operator import (
     Cli,
     Up,
     balanced_over_workers,
@@ -38,7 +39,6 @@ from tests.e2e.operator import (
     make_cli,
     running_up,
 )
-from tests.reliability.figures import record
 
 pytestmark = pytest.mark.postgres
 

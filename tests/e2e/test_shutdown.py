@@ -18,8 +18,8 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from harness.waiting import wait_until
 from server.api.server import create_server
-from tests.e2e.conftest import SQLITE_ONLY, HeldAddMessages, Stack
-from tests.e2e.operator import MPLUS, closed, make_cli
+from tests.support.operator import MPLUS, closed, make_cli
+from tests.support.stack import SQLITE_ONLY, HeldAddMessages, Stack
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -15,7 +15,7 @@ from mplus.v1 import message_pb2, message_service_pb2, message_service_pb2_grpc
 
 from server import gateway
 from server.config import Settings
-from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
+from tests.support.stack import SQLITE_ONLY, Stack, extra_gateway
 
 BODY = {
     "messages": [{"from": {"type": "custom", "value": "Acme"}, "to": "441111111111", "body": "Hi"}]

@@ -22,7 +22,7 @@ from server.storage.errors import StorageUnavailable
 from server.storage.tables import accounts as accounts_table
 from server.storage.tables import queued_messages
 from server.storage.unit_of_work import UnitOfWork
-from tests.conftest import lock_held
+from tests.support.locks import lock_held
 
 BOUND_S = 0.5
 SLACK_S = 2.0

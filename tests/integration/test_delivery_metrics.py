@@ -25,7 +25,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.storage.unit_of_work import UnitOfWork
 from tests.support.clock import Clock
-from tests.webhook_receiver import receiving
+from tests.support.webhook_receiver import receiving
 
 BODY = "metrics body 5e1d"
 SETTINGS = Delivery(retry_ms=2_000, max_attempts=3, claim_batch=100, webhook_timeout_ms=2_000)

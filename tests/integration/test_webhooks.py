@@ -34,7 +34,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
 from server.storage.tables import webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
-from tests.webhook_receiver import Receiver, receiving
+from tests.support.webhook_receiver import Receiver, receiving
 
 LOOPBACK = Limits(callback_allow_networks=("127.0.0.0/8",))
 """What every test but the SSRF ones allows: the receiver listens on 127.0.0.1."""

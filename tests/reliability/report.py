@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tests.reliability.figures import RESULTS
+from tests.support.figures import RESULTS
 
 INTRO = """# Reliability: the figures of the last run
 

@@ -28,9 +28,9 @@ from server.config import Settings
 from server.domain.keys import KEY_PREFIX, hash_key
 from server.gateway import RATE_LIMITED
 from server.storage.tables import api_keys
-from tests.e2e import conftest as e2e
-from tests.e2e.conftest import SQLITE_ONLY, Stack, extra_gateway
-from tests.e2e.operator import (
+from tests.support.calls import add_messages_status, grpc_request
+from tests.support.figures import record, scaled
+from tests.support.operator import (
     Up,
     balanced_over_workers,
     envoy_host_stats,
@@ -38,10 +38,7 @@ from tests.e2e.operator import (
     running_up,
     wait_until_serving,
 )
-from tests.reliability.figures import record, scaled
-from tests.support.calls import add_messages_status, grpc_request
-
-stack = e2e.stack  # the e2e stack: in-process server and a real Envoy, per database
+from tests.support.stack import SQLITE_ONLY, Stack, extra_gateway
 
 FIGURES: dict[str, Any] = {}
 """What each abuse case got back, written once the module is done."""

@@ -24,8 +24,8 @@ from sqlalchemy import Engine, text
 
 from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.reliability.conftest import CHANNEL_OPTIONS, Processes, prepared, running, send_grpc
-from tests.reliability.figures import record, scaled
+from tests.support.figures import record, scaled
+from tests.support.processes import CHANNEL_OPTIONS, Processes, prepared, running, send_grpc
 
 CLIENTS = 4
 """Half send JSON through Envoy, half native gRPC through Envoy's port (x-api-key)."""

@@ -29,8 +29,7 @@ from sqlalchemy import Engine
 from harness.waiting import wait_until
 from server.delivery import webhooks
 from server.storage.database import create_database_engine
-from tests.reliability.conftest import prepared
-from tests.reliability.dispatching import (
+from tests.support.dispatching import (
     EXPECTED,
     FAST_DISPATCH,
     Dispatchers,
@@ -43,8 +42,9 @@ from tests.reliability.dispatching import (
     receipts_leased,
     wrong,
 )
-from tests.reliability.figures import SOAK, record, scaled
-from tests.webhook_receiver import receiving
+from tests.support.figures import SOAK, record, scaled
+from tests.support.processes import prepared
+from tests.support.webhook_receiver import receiving
 
 MESSAGES = scaled(600, 4000)
 KILLS = scaled(3, 12)

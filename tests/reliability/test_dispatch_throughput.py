@@ -12,8 +12,7 @@ from sqlalchemy import Engine
 
 from harness.waiting import wait_until
 from server.storage.database import create_database_engine
-from tests.reliability.conftest import Processes, prepared
-from tests.reliability.dispatching import (
+from tests.support.dispatching import (
     Dispatchers,
     destinations,
     finished,
@@ -21,7 +20,8 @@ from tests.reliability.dispatching import (
     queue,
     wrong,
 )
-from tests.reliability.figures import record, scaled
+from tests.support.figures import record, scaled
+from tests.support.processes import Processes, prepared
 
 MESSAGES = scaled(500, 5000)
 DRAINING = {

@@ -31,10 +31,9 @@ from sqlalchemy import select
 
 from server.config import DatabaseTimeouts
 from server.storage.tables import queued_messages
-from tests.e2e import conftest as e2e
-from tests.e2e.conftest import Stack
-from tests.reliability.figures import record, scaled
 from tests.support.calls import IN_A_DAY
+from tests.support.figures import record, scaled
+from tests.support.stack import Stack, extra_gateway, running_stack
 
 GRPCIO_METADATA_NOISE = "Invalid encoding on"
 """grpcio logs (at ERROR, with a traceback) each metadata value that is not UTF-8, such as an
@@ -47,7 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     the e2e tests' 1 s: eight fuzzing threads beside an in-process server on two cores can hold
     a writer past 1 s, and that 503 is the documented answer to a busy database, not to input."""
     state = tmp_path_factory.mktemp("stack-fuzz")
-    with e2e._running_stack(
+    with running_stack(
         f"sqlite:///{state / 'mplus.db'}", state, lock_timeout_ms=DatabaseTimeouts().lock_ms
     ) as running:
         yield running
@@ -642,7 +641,7 @@ def test_no_input_gets_a_5xx_a_stray_shape_or_a_stored_message_from_a_refusal(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     rng = random.Random(SEED)
-    with e2e.extra_gateway(stack, rate_limit_per_key=0, rate_limit_global=0) as gateway:
+    with extra_gateway(stack, rate_limit_per_key=0, rate_limit_global=0) as gateway:
         connections = Connections(gateway.http_port)
         direct = grpc.insecure_channel(stack.grpc_target)
         via_envoy = grpc.insecure_channel(f"127.0.0.1:{gateway.http_port}")

@@ -27,9 +27,9 @@ from sqlalchemy.engine import make_url
 
 from harness.waiting import wait_until
 from server.storage.tables import queued_messages
-from tests.e2e.operator import make_cli
-from tests.reliability.conftest import Processes, health_status, prepared, running
-from tests.reliability.figures import record, scaled
+from tests.support.figures import record, scaled
+from tests.support.operator import make_cli
+from tests.support.processes import Processes, health_status, prepared, running
 
 FAIL_FAST_S = 6.0
 """An outage is answered within this: PostgreSQL's connect attempt gives up after 5 s."""

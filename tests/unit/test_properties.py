@@ -30,7 +30,7 @@ from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import sender_pins
 from server.storage.unit_of_work import UnitOfWork
-from tests.reliability.figures import scaled
+from tests.support.figures import scaled
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits()

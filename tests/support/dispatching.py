@@ -22,7 +22,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.tables import delivery_attempts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
-from tests.e2e.operator import MPLUS, Cli
+from tests.support.operator import MPLUS, Cli
 
 CHANNELS = ("rcs", "sms")
 MAX_ATTEMPTS = 3

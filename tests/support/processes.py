@@ -22,7 +22,7 @@ from harness.envoy import start_envoy
 from harness.waiting import wait_until
 from server.config import Settings
 from server.processes import stop_process
-from tests.e2e.operator import MPLUS, Cli, make_cli
+from tests.support.operator import MPLUS, Cli, make_cli
 
 POOL = [f"4477009004{i:02d}" for i in range(4)]
 CHANNEL_OPTIONS = [
