@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 from server.api.metrics import Metrics
 from server.config import DatabaseTimeouts, Settings
 from server.delivery.dispatcher import Dispatcher
-from server.delivery.drivers import driver_for
+from server.delivery.drivers import driver_for, inbound_rounds
 from server.delivery.metrics import DeliveryMetrics
+from server.delivery.receipts import ReceiptIntake
 from server.delivery.webhooks import WebhookSender
 from server.service.add_messages import AddMessages
 from server.service.clock import Environment
@@ -122,6 +123,8 @@ class DispatcherParts:
     environment: Environment
     dispatcher: Dispatcher
     webhooks: WebhookSender
+    inbound: dict[str, Callable[[], int]]
+    """The driver's inbound side's work in this process, by name (server.delivery.drivers)."""
 
 
 def for_dispatcher(settings: Settings, stopping: Callable[[], bool]) -> DispatcherParts:
@@ -140,4 +143,6 @@ def for_dispatcher(settings: Settings, stopping: Callable[[], bool]) -> Dispatch
         stopping=stopping,
     )
     sender = WebhookSender(unit_of_work, delivery, settings.limits, recorder=metrics)
-    return DispatcherParts(engine, unit_of_work, metrics, environment, dispatcher, sender)
+    intake = ReceiptIntake(unit_of_work, environment, recorder=metrics)
+    inbound = inbound_rounds(delivery, intake)
+    return DispatcherParts(engine, unit_of_work, metrics, environment, dispatcher, sender, inbound)

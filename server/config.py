@@ -74,6 +74,11 @@ class Delivery:
     http_url: str = ""
     """The carrier gateway the `http` driver posts each send to."""
     http_timeout_ms: int = 5_000
+    http_secret: str = ""
+    """What the http driver's gateway sends as `Authorization: Bearer …` when it posts a
+    receipt (MPLUS_HTTP_DRIVER_SECRET); unset, such posts are refused."""
+    receipt_timeout_s: int = 172_800
+    """A message with the carrier that gets no receipt for this long expires (code 43)."""
     sandbox_receipt_delay_ms: int = 1_000
     """How long after the sandbox accepts a message its delivery receipt arrives."""
     webhook_timeout_ms: int = 5_000
@@ -341,6 +346,10 @@ def _delivery(read: EnvReader, workers_metrics_port: int, workers: int) -> Deliv
         driver=driver,
         http_url=http_url,
         http_timeout_ms=read.milliseconds("MPLUS_HTTP_DRIVER_TIMEOUT_MS", defaults.http_timeout_ms),
+        http_secret=read.secret("MPLUS_HTTP_DRIVER_SECRET"),
+        receipt_timeout_s=read.integer(
+            "MPLUS_RECEIPT_TIMEOUT_S", defaults.receipt_timeout_s, 1, 30 * 86_400
+        ),
         sandbox_receipt_delay_ms=read.integer(
             "MPLUS_SANDBOX_RECEIPT_DELAY_MS", defaults.sandbox_receipt_delay_ms, 0, 86_400_000
         ),

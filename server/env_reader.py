@@ -18,6 +18,9 @@ MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
 """Rate limits in requests per second: from one per ~17 minutes to what no host serves."""
 
 
+MIN_SECRET_LENGTH = 16
+
+
 class EnvReader:
     """Reads MPLUS_* variables from one mapping (os.environ, or a test's dict)."""
 
@@ -93,6 +96,16 @@ class EnvReader:
                     f"got {part!r}"
                 ) from None
         return tuple(networks)
+
+    def secret(self, name: str) -> str:
+        """A shared secret: unset (""), or long enough not to be guessed."""
+        value = self._given(name) or ""
+        if value and (len(value) < MIN_SECRET_LENGTH or not value.isprintable() or " " in value):
+            raise ConfigError(
+                f"{name} must be at least {MIN_SECRET_LENGTH} printable characters without "
+                f"spaces (e.g. from `openssl rand -hex 32`), got one of {len(value)} characters"
+            )
+        return value
 
     def tls_files(self) -> tuple[Path | None, Path | None]:
         """MPLUS_TLS_CERT and MPLUS_TLS_KEY: both or neither, readable files, made absolute

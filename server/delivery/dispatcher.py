@@ -4,7 +4,8 @@ One claim (a short transaction) leases a batch of due messages; each is then sen
 transaction, and its outcome recorded in a transaction of its own, only while the lease still
 holds. A dispatcher that dies mid-send loses nothing: the lease runs out and another claims
 the message again. None reports one twice: the final state and the receipt webhook are written
-together, by the lease holder only, and the webhook is keyed by the message.
+together, by the lease holder only, and the webhook is keyed by the message. What an outcome
+means (the next state, a backoff, a fallback) is domain.dispatching's to decide.
 """
 
 from __future__ import annotations
@@ -14,27 +15,32 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from server.config import Delivery
-from server.delivery.drivers import (
+from server.delivery.drivers.base import ChannelDriver, Dispatch
+from server.delivery.finishing import (
+    Finished,
+    FinishRecorder,
+    announce,
+    finish,
+    settle_with_carrier,
+)
+from server.domain.delivery import CHANNEL_UNSUPPORTED, AttemptOutcome, MessageStatus
+from server.domain.dispatching import (
     Accepted,
-    ChannelDriver,
-    Dispatch,
+    Finish,
     Outcome,
     Rejected,
+    Requeue,
+    RetryPolicy,
+    Step,
+    Try,
     TryLater,
     Unsupported,
-)
-from server.domain.delivery import (
-    CARRIER_TIMEOUT,
-    CHANNEL_UNSUPPORTED,
-    AttemptOutcome,
-    MessageStatus,
-    ReceiptCode,
-    receipt_webhook_body,
+    next_step,
 )
 from server.json_logs import FIELDS
 from server.service.clock import Environment
@@ -44,22 +50,12 @@ from server.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger("mplus.dispatch")
 
-MAX_RETRY_DELAY = timedelta(hours=1)
-"""The longest wait before a carrier timeout is tried again, however many tries came before."""
-JITTER = 0.2
-"""A retry waits its backoff ± this fraction, so that messages failed together spread out."""
 
-
-class DispatchRecorder(Protocol):
+class DispatchRecorder(FinishRecorder, Protocol):
     """Hears what the dispatcher did, to count it (metrics); the rules never depend on it."""
 
     def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
         """A driver call on `channel` answered `outcome` (ERROR: it raised) in `seconds`."""
-        ...
-
-    def finished(self, status: MessageStatus, code: str) -> None:
-        """A message reached its final `status` (delivered or failed) with receipt `code`;
-        heard once the state is committed, once per message."""
         ...
 
 
@@ -73,20 +69,7 @@ class Unrecorded:
         pass
 
 
-@dataclass(frozen=True)
-class Finished:
-    """A message's final state, written (not yet committed) under its lease."""
-
-    receipt: ReceiptCode
-    channel: str | None
-    attempts: int
-
-    @property
-    def status(self) -> MessageStatus:
-        return MessageStatus.DELIVERED if self.receipt.delivered else MessageStatus.FAILED
-
-
-Step = Finished | bool
+Written = Finished | bool
 """What a write under a lease came to: the message finished, moved on (True), or nothing
 written because the lease was lost (False)."""
 
@@ -108,13 +91,16 @@ class Dispatcher:
 
     def __post_init__(self) -> None:
         self._name = self.owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._policy = RetryPolicy(
+            self.delivery.max_attempts, timedelta(milliseconds=self.delivery.retry_ms)
+        )
 
     def run_once(self) -> int:
         """Claims up to `claim_batch` due messages and takes each one step: sent (or tried),
-        or finished when its receipt is due. Answers how many it handled: 0 when none was due
-        (or the database could not be reached: the message is logged). Asked to stop, it
-        hands back the claims it has not started, due at once for any dispatcher, rather than
-        leave them to wait out their lease."""
+        or, with the carrier past its receipt timeout, settled. Answers how many it handled:
+        0 when none was due (or the database could not be reached: the message is logged).
+        Asked to stop, it hands back the claims it has not started, due at once for any
+        dispatcher, rather than leave them to wait out their lease."""
         claims = self._claim()
         for position, claim in enumerate(claims):
             if self.stopping():
@@ -167,20 +153,24 @@ class Dispatcher:
         return claims
 
     def _handle(self, claim: ClaimedMessage) -> None:
-        if claim.status is MessageStatus.SENT:
-            receipt = claim.receipt
-            assert receipt is not None, "a sent message keeps its announced receipt"
-            self._in_lease(claim, lambda uow, now: self._finish(uow, claim, receipt, now))
+        if claim.status is MessageStatus.SENT:  # with the carrier past its receipt timeout
+            self._in_lease(claim, lambda uow, now: self._expire(uow, claim, now))
             return
         if claim.channel_index >= len(claim.channels):  # nothing left to try (bad data)
             unsupported = CHANNEL_UNSUPPORTED
-            self._in_lease(claim, lambda uow, now: self._finish(uow, claim, unsupported, now))
+            self._in_lease(
+                claim,
+                lambda uow, now: (
+                    finish(uow, claim, unsupported, now, claim.channel, claim.attempts) or False
+                ),
+            )
             return
         if self.environment.now() >= claim.due_at:
             # Slow sends before it used up the lease: another dispatcher may hold the message
             # by now, and a second send would reach the handset twice. Left to whoever claims it.
             log.warning("lease ran out before the send", extra={FIELDS: self._fields(claim)})
             return
+        tried = Try(claim.channels, claim.channel_index, claim.attempts + 1)
         dispatch = Dispatch(
             message_uuid=claim.message_uuid,
             batch_uuid=claim.batch_uuid,
@@ -188,8 +178,8 @@ class Dispatcher:
             destination=claim.destination,
             sender=claim.sender,
             body=claim.body,
-            channel=claim.channels[claim.channel_index],
-            attempt=claim.attempts + 1,
+            channel=tried.channel,
+            attempt=tried.attempt,
         )
         started = time.perf_counter()
         try:
@@ -200,101 +190,80 @@ class Dispatcher:
             outcome, kind = TryLater(f"driver error: {type(error).__name__}"), AttemptOutcome.ERROR
         self.recorder.sent(dispatch.channel, kind, time.perf_counter() - started)
 
-        def record(uow: UnitOfWork, now: datetime) -> Step:
-            step = self._next_state(uow, claim, dispatch, outcome, now)
-            if step is False:
+        def record(uow: UnitOfWork, now: datetime) -> Written:
+            written = self._record(uow, claim, tried, outcome, now)
+            if written is False:
                 return False
             code, description = _attempt_details(outcome)
             uow.dispatch.record_attempt(
-                claim.message_uuid, dispatch.channel, dispatch.attempt, kind, code, description, now
+                claim.message_uuid, tried.channel, tried.attempt, kind, code, description, now
             )
-            return step
+            return written
 
         self._in_lease(claim, record)
 
     def _in_lease(
-        self, claim: ClaimedMessage, write: Callable[[UnitOfWork, datetime], Step]
+        self, claim: ClaimedMessage, write: Callable[[UnitOfWork, datetime], Written]
     ) -> None:
         """Runs `write` in a transaction of its own and commits, unless it answers False: the
         lease was lost to another dispatcher, and nothing at all is recorded. A message it
         finished is logged and recorded once committed."""
         with self.unit_of_work() as uow:
-            step = write(uow, self.environment.now())
-            if step is False:
+            written = write(uow, self.environment.now())
+            if written is False:
                 log.info(
                     "lease lost: another dispatcher claimed the message; nothing recorded",
                     extra={FIELDS: self._fields(claim)},
                 )
                 return
             uow.commit()
-        if isinstance(step, Finished):
-            self._finished(claim, step)
-
-    def _finished(self, claim: ClaimedMessage, finished: Finished) -> None:
-        """The one line a message's final state writes, and its count."""
-        status, receipt = finished.status, finished.receipt
-        fields = {
-            **self._fields(claim),
-            "status": status.value,
-            "channel": finished.channel,
-            "code": receipt.code,
-            "attempts": finished.attempts,
-            "callback": claim.callback is not None,
-        }
-        log.info(f"message {status.value}", extra={FIELDS: fields})
-        self.recorder.finished(status, receipt.code)
-
-    def _next_state(
-        self,
-        uow: UnitOfWork,
-        claim: ClaimedMessage,
-        dispatch: Dispatch,
-        outcome: Outcome,
-        now: datetime,
-    ) -> Step:
-        channel, attempt = dispatch.channel, dispatch.attempt
-        if isinstance(outcome, Accepted) and outcome.receipt_after_s > 0:
-            receipt_due_at = now + timedelta(seconds=outcome.receipt_after_s)
-            return uow.dispatch.mark_sent(claim, channel, attempt, outcome.receipt, receipt_due_at)
-        if isinstance(outcome, Accepted | Rejected):
-            return self._finish(uow, claim, outcome.receipt, now, dispatch)
-        if isinstance(outcome, Unsupported):
-            if claim.channel_index + 1 < len(claim.channels):
-                return uow.dispatch.requeue(claim, channel, claim.channel_index + 1, 0, now)
-            return self._finish(uow, claim, CHANNEL_UNSUPPORTED, now, dispatch)
-        if attempt >= self.delivery.max_attempts:
-            return self._finish(uow, claim, CARRIER_TIMEOUT, now, dispatch)
-        retry_at = now + self._backoff(attempt)
-        return uow.dispatch.requeue(claim, channel, claim.channel_index, attempt, retry_at)
-
-    def _finish(
-        self,
-        uow: UnitOfWork,
-        claim: ClaimedMessage,
-        receipt: ReceiptCode,
-        now: datetime,
-        tried: Dispatch | None = None,
-    ) -> Step:
-        """The final state and, when the message has a callback, its receipt webhook. `tried`
-        is the try that ended it, if a try did."""
-        channel, attempts = (
-            (tried.channel, tried.attempt) if tried else (claim.channel, claim.attempts)
-        )
-        if not uow.dispatch.finish(claim, receipt, now, channel, attempts):
-            return False
-        if claim.callback:
-            body = receipt_webhook_body(
-                claim.destination, claim.batch_uuid, claim.message_uuid, receipt
+        if isinstance(written, Finished):
+            announce(
+                claim, written, self.recorder, {"owner": self._name, "lease": claim.lease_owner}
             )
-            uow.webhooks.add(claim.message_uuid, claim.account_id, claim.callback, body, now)
-        return Finished(receipt, channel, attempts)
 
-    def _backoff(self, attempts: int) -> timedelta:
-        """`retry_ms`, doubled for each try after the first, ± JITTER, at most MAX_RETRY_DELAY."""
-        exponent = min(attempts - 1, 32)  # 2 s · 2**32 is decades: past the cap already
-        base = timedelta(milliseconds=self.delivery.retry_ms * 2**exponent)
-        jitter = 1 + JITTER * (2 * self.environment.rng.random() - 1)
-        return min(base, MAX_RETRY_DELAY) * jitter
+    def _record(
+        self, uow: UnitOfWork, claim: ClaimedMessage, tried: Try, outcome: Outcome, now: datetime
+    ) -> Written:
+        """Moves the message on as domain.dispatching decides. A message the carrier took is
+        handed over part by part before its row is touched (the order a receipt's
+        transaction takes the same locks in), and settled at once by receipts that came
+        before this answer."""
+        step: Step = next_step(
+            outcome,
+            tried,
+            now,
+            self._policy,
+            timedelta(seconds=self.delivery.receipt_timeout_s),
+            self.environment.rng.random(),
+        )
+        if isinstance(step, Finish):
+            return finish(uow, claim, step.receipt, now, tried.channel, tried.attempt) or False
+        if isinstance(step, Requeue):
+            return uow.dispatch.requeue(
+                claim, tried.channel, step.channel_index, step.attempts, step.due_at
+            )
+        early = uow.carrier.hand_over(
+            self.driver.carrier, step.carrier_ids, claim.message_uuid, now
+        )
+        if not uow.dispatch.mark_sent(claim, tried.channel, tried.attempt, step.expires_at):
+            return False
+        if all(receipt is None for receipt in early):
+            return True
+        sent = replace(
+            claim,
+            status=MessageStatus.SENT,
+            lease_owner=None,
+            channel=tried.channel,
+            attempts=tried.attempt,
+        )
+        return settle_with_carrier(uow, sent, early, now, expired=False) or True
+
+    def _expire(self, uow: UnitOfWork, claim: ClaimedMessage, now: datetime) -> Written:
+        """A message with the carrier past its receipt timeout: its receipts settle it, and
+        a part still without one ends it as expired."""
+        receipts = uow.carrier.receipts(claim.message_uuid)
+        return settle_with_carrier(uow, claim, receipts, now, expired=True) or False
 
     def _fields(self, claim: ClaimedMessage) -> dict[str, object]:
         return {
@@ -316,7 +285,10 @@ def _kind(outcome: Outcome) -> AttemptOutcome:
 
 
 def _attempt_details(outcome: Outcome) -> tuple[str | None, str | None]:
-    """The code and text the attempts log keeps: a receipt's, or the reason given."""
-    if isinstance(outcome, Accepted | Rejected):
+    """The code and text the attempts log keeps: a receipt's, the carrier's ids, or the
+    reason given."""
+    if isinstance(outcome, Accepted | Rejected) and outcome.receipt is not None:
         return outcome.receipt.code, outcome.receipt.description
+    if isinstance(outcome, Accepted):
+        return None, "with the carrier as " + ", ".join(outcome.carrier_ids)
     return None, outcome.reason

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from server.delivery.webhooks import PostOutcome
 from server.domain.delivery import AttemptOutcome, MessageStatus, known_receipt_code
 from server.metrics import SECONDS_BUCKETS, db_transaction_histogram
+from server.storage.carrier import Matched
 from server.storage.unit_of_work import UnitOfWork
 
 BACKLOG_CAP = 10_000
@@ -23,12 +24,42 @@ OTHER_CODE = "other"
 cannot grow the registry without bound."""
 
 
-class DeliveryMetrics:
+class ReceiptMetrics:
+    """What every process that settles messages counts (a dispatcher, and a server taking a
+    gateway's receipts): the recorder of ReceiptIntake, and the `finished` half of the
+    dispatcher's."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages_finished = Counter(
+            "mplus_messages_finished_total",
+            "Messages that reached their final state (delivered or failed), by receipt code "
+            f"(`{OTHER_CODE}` for a carrier's own)",
+            ["status", "code"],
+            registry=registry,
+        )
+        self.receipts = Counter(
+            "mplus_carrier_receipts_total",
+            "Receipts from carriers, committed, by carrier and what each met: part (a part we "
+            "sent), nothing (no part has that id, yet), duplicate (that part had its receipt)",
+            ["carrier", "matched"],
+            registry=registry,
+        )
+
+    def received(self, carrier: str, matched: Matched) -> None:
+        self.receipts.labels(carrier, matched.value).inc()
+
+    def finished(self, status: MessageStatus, code: str) -> None:
+        label = code if known_receipt_code(code) is not None else OTHER_CODE
+        self.messages_finished.labels(status.value, label).inc()
+
+
+class DeliveryMetrics(ReceiptMetrics):
     """A registry per dispatcher process rather than the global one, like the server's Metrics;
     it is the recorder of both `Dispatcher` and `WebhookSender`."""
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        super().__init__(registry)
 
         def counter(name: str, documentation: str, labels: list[str]) -> Counter:
             return Counter(name, documentation, labels, registry=registry)
@@ -51,12 +82,6 @@ class DeliveryMetrics:
             "mplus_dispatch_send_duration_seconds",
             "Time one driver call took, by channel",
             ("channel",),
-        )
-        self.messages_finished = counter(
-            "mplus_messages_finished_total",
-            "Messages that reached their final state (delivered or failed), by receipt code "
-            f"(`{OTHER_CODE}` for a carrier's own)",
-            ["status", "code"],
         )
         self.webhook_posts = counter(
             "mplus_webhook_posts_total",
@@ -95,10 +120,6 @@ class DeliveryMetrics:
     def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
         self.sends.labels(channel, outcome.value).inc()
         self.send_duration.labels(channel).observe(seconds)
-
-    def finished(self, status: MessageStatus, code: str) -> None:
-        label = code if known_receipt_code(code) is not None else OTHER_CODE
-        self.messages_finished.labels(status.value, label).inc()
 
     def posted(self, outcome: PostOutcome, seconds: float | None) -> None:
         self.webhook_posts.labels(outcome).inc()

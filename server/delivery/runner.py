@@ -85,6 +85,7 @@ def run_dispatcher(settings: Settings) -> None:
     loops = [
         WorkLoop("dispatcher", parts.dispatcher.run_once, stop, idle_s),
         WorkLoop("webhooks", parts.webhooks.run_once, stop, idle_s),
+        *(WorkLoop(name, work, stop, idle_s) for name, work in parts.inbound.items()),
     ]
     if listener is not None:
         loops.append(

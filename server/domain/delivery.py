@@ -15,7 +15,8 @@ class MessageStatus(StrEnum):
     SENDING = "sending"
     """Claimed by a dispatcher, whose lease ends at `due_at`."""
     SENT = "sent"
-    """Accepted by a channel; its receipt is due at `due_at`."""
+    """With the carrier: accepted, its parts' receipts awaited until `due_at`, when it
+    expires (the database value keeps its first name)."""
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -57,6 +58,7 @@ REJECTED_AS_SPAM = ReceiptCode("31", "The carrier rejected the content or sender
 OPTED_OUT = ReceiptCode("32", "The user has opted out of business messages", False)
 CARRIER_TIMEOUT = ReceiptCode("41", "The carrier did not answer in time, after every retry", False)
 UNDELIVERABLE = ReceiptCode("42", "The message could not be handed to a provider", False)
+EXPIRED = ReceiptCode("43", "The carrier sent no delivery receipt in time", False)
 
 RECEIPT_CODES: tuple[ReceiptCode, ...] = (
     DELIVERED,
@@ -68,6 +70,7 @@ RECEIPT_CODES: tuple[ReceiptCode, ...] = (
     OPTED_OUT,
     CARRIER_TIMEOUT,
     UNDELIVERABLE,
+    EXPIRED,
 )
 """Every code this service reports, in `/dr-responses` order; the first four are the vendor's."""
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, func, insert, literal, select, update
 
-from server.domain.delivery import AttemptOutcome, MessageStatus, ReceiptCode, known_receipt_code
+from server.domain.delivery import AttemptOutcome, MessageStatus, ReceiptCode
 from server.storage.tables import delivery_attempts, queued_messages
 
 CLAIMABLE = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)
 """With `due_at` passed: queued ones are due, sending ones lost their dispatcher (the lease
-ran out), sent ones have their receipt due."""
+ran out), sent ones are with the carrier and expire unless their receipts came."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,10 @@ class ClaimedMessage:
     attempts: int
     """Tries made on that channel so far."""
     status: MessageStatus
-    """SENDING: to be sent; SENT: accepted by a channel, its announced `receipt` now due."""
-    receipt: ReceiptCode | None
-    lease_owner: str
+    """SENDING: to be sent; SENT: with the carrier, and now past its receipt timeout."""
+    lease_owner: str | None
+    """The lease it is held under; None for a message with the carrier that a receipt is
+    settling (no lease: the status alone guards it)."""
     due_at: datetime
     """When the lease runs out."""
 
@@ -137,17 +138,26 @@ class DispatchRepository:
         )
 
     def mark_sent(
-        self,
-        claim: ClaimedMessage,
-        channel: str,
-        attempts: int,
-        receipt: ReceiptCode,
-        receipt_due_at: datetime,
+        self, claim: ClaimedMessage, channel: str, attempts: int, expires_at: datetime
     ) -> bool:
-        """Accepted by `channel`; `receipt` is announced for `receipt_due_at`. False when the
-        lease was lost."""
+        """With the carrier since `channel` accepted it; it expires at `expires_at` unless
+        its receipts come first. False when the lease was lost."""
         sent = MessageStatus.SENT
-        return self._update_held(claim, sent, channel, attempts, receipt, due_at=receipt_due_at)
+        return self._update_held(claim, sent, channel, attempts, due_at=expires_at)
+
+    def sent_message(self, message_uuid: str) -> ClaimedMessage | None:
+        """The message if it is with the carrier, locked until the transaction ends (on
+        PostgreSQL; SQLite's one writer holds the lock already), so that two receipts of one
+        message settle it one after the other. None once it is final."""
+        row = self._connection.execute(
+            select(queued_messages)
+            .where(
+                queued_messages.c.message_uuid == message_uuid,
+                queued_messages.c.status == MessageStatus.SENT,
+            )
+            .with_for_update()
+        ).one_or_none()
+        return None if row is None else replace(_claimed(row), lease_owner=None)
 
     def finish(
         self,
@@ -158,7 +168,8 @@ class DispatchRepository:
         attempts: int,
     ) -> bool:
         """Delivered or failed, as `receipt` says, for good; `channel` the one last tried.
-        False when the lease was lost."""
+        False when the lease was lost (or, for a claim without a lease, the message is no
+        longer with the carrier)."""
         final = MessageStatus.DELIVERED if receipt.delivered else MessageStatus.FAILED
         return self._update_held(claim, final, channel, attempts, receipt, finished_at=now)
 
@@ -214,30 +225,24 @@ class DispatchRepository:
 
     def _end_lease(self, claim: ClaimedMessage, **values: Any) -> int:
         """Writes `values` and ends the lease, only while `claim`'s lease still holds: 1, or
-        0 when another dispatcher claimed the message meanwhile."""
+        0 when another dispatcher claimed the message meanwhile. A claim without a lease (a
+        message a receipt settles) needs only its status unchanged."""
+        held = [
+            queued_messages.c.message_uuid == claim.message_uuid,
+            queued_messages.c.status == claim.status,
+        ]
+        if claim.lease_owner is not None:
+            held.append(queued_messages.c.lease_owner == claim.lease_owner)
         result = self._connection.execute(
-            update(queued_messages)
-            .where(
-                queued_messages.c.message_uuid == claim.message_uuid,
-                queued_messages.c.status == claim.status,
-                queued_messages.c.lease_owner == claim.lease_owner,
-            )
-            .values(lease_owner=None, **values)
+            update(queued_messages).where(*held).values(lease_owner=None, **values)
         )
         return result.rowcount
 
 
 def _claimed(row: Any) -> ClaimedMessage:
-    status = MessageStatus(row.status)
-    receipt = None
-    if status is MessageStatus.SENT and row.receipt_code is not None:
-        known = known_receipt_code(row.receipt_code)
-        delivered = known is not None and known.delivered
-        receipt = ReceiptCode(row.receipt_code, row.receipt_description or "", delivered)
     converted: dict[str, Any] = {
         "channels": tuple(row.channels),
-        "status": status,
-        "receipt": receipt,
+        "status": MessageStatus(row.status),
     }
     as_stored = {
         f.name: getattr(row, f.name) for f in fields(ClaimedMessage) if f.name not in converted

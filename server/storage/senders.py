@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from server.storage.lists import DIALECTS, any_of, bound_list
 from server.storage.tables import sender_pins, shared_senders
+from server.storage.upsert import upsertable_insert
 
 _POOL = select(shared_senders.c.sender).order_by(shared_senders.c.sender)
 _PINS = select(sender_pins.c.destination, sender_pins.c.sender).join(
@@ -44,13 +45,6 @@ _PIN = {"postgresql": _pin_statement(postgresql.insert), "sqlite": _pin_statemen
 """By dialect name: ON CONFLICT is each dialect's own construct."""
 
 
-def _upsertable_insert(connection: Connection, table: Any) -> Any:
-    """INSERT with ON CONFLICT support, in the dialect of the connection."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 class SenderRepository:
     """The shared sender pool and the sticky pins of accounts to pool senders."""
 
@@ -61,7 +55,7 @@ class SenderRepository:
         if not senders:
             return 0
         statement = (
-            _upsertable_insert(self._connection, shared_senders)
+            upsertable_insert(self._connection, shared_senders)
             .values([{"sender": s, "added_at": now} for s in senders])
             .on_conflict_do_nothing()
             .returning(shared_senders.c.sender)

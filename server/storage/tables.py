@@ -130,9 +130,9 @@ queued_messages = Table(
 
 `status` (server.domain.delivery.MessageStatus) says what `due_at` means: queued, when it may
 be sent (or retried); sending, when its dispatcher's lease runs out (`lease_owner` holds the
-lease); sent, when the carrier's receipt arrives. `channel_index` is the position in `channels`
-being tried, `attempts` the tries on it; the receipt columns hold the final (or, while sent,
-the announced) receipt."""
+lease); sent (with the carrier), when it expires unless its receipts came. `channel_index` is
+the position in `channels` being tried, `attempts` the tries on it; the receipt columns hold
+the final receipt."""
 
 delivery_attempts = Table(
     "delivery_attempts",
@@ -153,6 +153,26 @@ delivery_attempts = Table(
     Column("at", UtcDateTime(), nullable=False),
 )
 """Every try of every message on a channel, and what the driver answered."""
+
+carrier_parts = Table(
+    "carrier_parts",
+    metadata,
+    Column("carrier", String(16), nullable=False),
+    Column("carrier_id", String(64), nullable=False),
+    Column("message_uuid", String(36), ForeignKey("queued_messages.message_uuid"), nullable=True),
+    Column("part", Integer(), nullable=True),
+    Column("sent_at", UtcDateTime(), nullable=True),
+    Column("receipt_code", String(8), nullable=True),
+    Column("receipt_description", Text(), nullable=True),
+    Column("received_at", UtcDateTime(), nullable=True),
+    PrimaryKeyConstraint("carrier", "carrier_id"),
+    Index(None, "message_uuid"),
+    Index(None, "carrier", "received_at", "sent_at"),
+)
+"""What each carrier holds of ours, by the carrier's own id: one row per part it accepted
+(`message_uuid`, `part` from 0, `sent_at`), with its receipt once one came. A receipt may
+come first: its row then waits without a message until the send's answer names its id.
+One row per id makes the two meet whatever their order, and a receipt count once."""
 
 webhook_deliveries = Table(
     "webhook_deliveries",

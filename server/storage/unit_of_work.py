@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server.storage.accounts import AccountRepository
 from server.storage.batches import BatchRepository
+from server.storage.carrier import CarrierRepository
 from server.storage.database import DEADLINE_OPTION, statement_timeout_unknown
 from server.storage.dispatch import DispatchRepository
 from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
@@ -47,6 +48,7 @@ class UnitOfWork:
     senders: SenderRepository
     messages: MessageRepository
     dispatch: DispatchRepository
+    carrier: CarrierRepository
     webhooks: WebhookOutbox
     batches: BatchRepository
 
@@ -82,6 +84,7 @@ class UnitOfWork:
         self.senders = SenderRepository(self._connection)
         self.messages = MessageRepository(self._connection)
         self.dispatch = DispatchRepository(self._connection)
+        self.carrier = CarrierRepository(self._connection)
         self.webhooks = WebhookOutbox(self._connection)
         self.batches = BatchRepository(self._connection)
         return self

@@ -10,9 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from harness.ports import free_port
@@ -25,6 +22,7 @@ from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.storage.database import create_database_engine
 from server.storage.migrate import upgrade
 from server.storage.unit_of_work import UnitOfWork
+from tests.support.carrier_gateway import serving_gateway
 from tests.support.metrics import Samples, labels, scrape
 from tests.support.webhook_receiver import receiving
 
@@ -32,52 +30,22 @@ BODY = "dispatch metrics body 41c7"
 NUMBERS = ("447700900011", "447700900012", "447700900013")
 
 
-class Carrier:
-    """A carrier gateway for the http driver that accepts every send, but only once released."""
-
-    def __init__(self) -> None:
-        self.sends: list[dict[str, object]] = []
-        self.released = threading.Event()
-        carrier = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["content-length"])
-                carrier.sends.append(json.loads(self.rfile.read(length)))
-                carrier.released.wait(timeout=60)
-                answer = b'{"status": "accepted"}'
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
-
-
-@contextmanager
-def carrier_gateway() -> Iterator[Carrier]:
-    carrier = Carrier()
-    thread = threading.Thread(target=carrier.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield carrier
-    finally:
-        carrier.released.set()
-        carrier.server.shutdown()
-        carrier.server.server_close()
+ACCEPTED = b'{"status": "accepted", "code": "00"}'
+"""The gateway's answer: delivered, final at once."""
 
 
 def test_mplus_dispatch_serves_its_backlog_and_counts_over_http(tmp_path: Path) -> None:
     engine = create_database_engine(f"sqlite:///{tmp_path / 'mplus.db'}")
     upgrade(engine)
     key = accounts.create_account(lambda: UnitOfWork(engine), "dispatch-metrics").key
-    with receiving() as receiver, carrier_gateway() as carrier:
+    released = threading.Event()  # the carrier stalls every send until the test lets go
+
+    def stalled_answer(_send: dict[str, object]) -> tuple[int, bytes]:
+        released.wait(timeout=60)
+        return 200, ACCEPTED
+
+    with receiving() as receiver, serving_gateway() as carrier:
+        carrier.answer = stalled_answer
         loopback = Limits(callback_allow_networks=("127.0.0.0/8",))
         add = AddMessages(lambda: UnitOfWork(engine), loopback)
         drafts = [
@@ -107,7 +75,7 @@ def test_mplus_dispatch_serves_its_backlog_and_counts_over_http(tmp_path: Path) 
                 [sys.executable, "-m", "server.cli", "dispatch"], env=env, stderr=sink
             )
         try:
-            wait_until(lambda: len(carrier.sends) == 1, "the first send to reach the carrier")
+            wait_until(lambda: len(carrier.received) == 1, "the first send to reach the carrier")
             stalled: list[Samples] = []
 
             def backlog_of_two() -> bool:
@@ -120,7 +88,7 @@ def test_mplus_dispatch_serves_its_backlog_and_counts_over_http(tmp_path: Path) 
             sends = ("mplus_dispatch_sends_total", labels(channel="sms", outcome="accepted"))
             assert stalled[-1][sends] == 0
 
-            carrier.released.set()
+            released.set()
             done: list[Samples] = []
 
             def all_counted() -> bool:
@@ -146,6 +114,7 @@ def test_mplus_dispatch_serves_its_backlog_and_counts_over_http(tmp_path: Path) 
             dispatch.send_signal(signal.SIGTERM)
             assert dispatch.wait(timeout=20) == 0
         finally:
+            released.set()
             stop_process(dispatch)
 
     text = stderr.read_text()

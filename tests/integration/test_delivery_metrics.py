@@ -36,6 +36,8 @@ class Sandbox:
     """The sandbox without a receipt delay, but a number ending in 99 makes the driver raise on
     its first try and answer with a carrier's own code on the next."""
 
+    carrier = "sandbox"
+
     def __init__(self) -> None:
         self._sandbox = SandboxDriver(receipt_delay_s=0)
 
@@ -43,7 +45,7 @@ class Sandbox:
         if dispatch.destination.endswith("99"):
             if dispatch.attempt == 1:
                 raise RuntimeError("a driver bug")
-            return Accepted(CARRIER_OWN)
+            return Accepted(receipt=CARRIER_OWN)
         return self._sandbox.send(dispatch)
 
 

@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,9 +16,12 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from server.config import Delivery, Limits
-from server.delivery.dispatcher import JITTER, Dispatcher
+from server.delivery.dispatcher import Dispatcher
 from server.delivery.drivers import ChannelDriver, Dispatch, Outcome, SandboxDriver
+from server.delivery.drivers.sandbox import SandboxReceipts
+from server.delivery.receipts import ReceiptIntake
 from server.domain.delivery import MessageStatus, receipt_code, receipt_webhook_body
+from server.domain.dispatching import JITTER
 from server.domain.model import MessageDraft, SenderDraft
 from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
@@ -36,6 +39,7 @@ SETTINGS = Delivery(
     sandbox_receipt_delay_ms=1_000,
 )
 RECEIPT_DELAY = timedelta(milliseconds=SETTINGS.sandbox_receipt_delay_ms)
+RECEIPT_TIMEOUT = timedelta(seconds=SETTINGS.receipt_timeout_s)
 LEASE = timedelta(milliseconds=SETTINGS.lease_ms)
 CALLBACK = "https://example.com/dr"
 
@@ -49,6 +53,7 @@ class Recording:
     )
     sent: list[Dispatch] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    carrier: str = "sandbox"
 
     def send(self, dispatch: Dispatch) -> Outcome:
         with self.lock:
@@ -62,6 +67,7 @@ class Answering:
     """A driver that answers with `answer`."""
 
     answer: Callable[[Dispatch], Outcome]
+    carrier: str = "sandbox"
 
     def send(self, dispatch: Dispatch) -> Outcome:
         return self.answer(dispatch)
@@ -100,6 +106,11 @@ class World:
             owner="test",
         )
 
+    def receipts(self) -> SandboxReceipts:
+        """The sandbox's inbound side on the clock: reports what it accepted RECEIPT_DELAY ago."""
+        environment = Environment(now=self.clock, rng=random.Random(3))
+        return SandboxReceipts(ReceiptIntake(self.unit_of_work, environment), RECEIPT_DELAY)
+
     def message(self, message_uuid: str) -> Any:
         with self.engine.connect() as connection:
             return connection.execute(
@@ -120,10 +131,11 @@ class World:
             return list(connection.execute(select(webhook_deliveries)))
 
     def settle(self, dispatcher: Dispatcher, step: timedelta) -> None:
-        """Runs `dispatcher`, moving the clock on by `step` whenever it is idle, until every
-        message is final."""
+        """Runs `dispatcher` and the sandbox's receipts, moving the clock on by `step` whenever
+        both are idle, until every message is final."""
+        receipts = self.receipts()
         for _ in range(200):
-            if dispatcher.run_once() == 0:
+            if dispatcher.run_once() + receipts.run_once() == 0:
                 with self.engine.connect() as connection:
                     statuses = connection.execute(select(queued_messages.c.status)).scalars()
                     if all(MessageStatus(s).final for s in statuses):
@@ -140,14 +152,14 @@ def world(engine: Engine, account: accounts.NewAccount) -> World:
 @pytest.mark.parametrize(
     ("to", "channels", "status", "code", "attempts"),
     [
-        ("447700900001", None, "delivered", "00", [("sms", 1, "accepted", "00")]),
-        ("447700900022", None, "failed", "22", [("sms", 1, "accepted", "22")]),
+        ("447700900001", None, "delivered", "00", [("sms", 1, "accepted", None)]),
+        ("447700900022", None, "failed", "22", [("sms", 1, "accepted", None)]),
         (
             "447700900051",
             ("rcs", "sms"),
             "delivered",
             "00",
-            [("rcs", 1, "unsupported", None), ("sms", 1, "accepted", "00")],
+            [("rcs", 1, "unsupported", None), ("sms", 1, "accepted", None)],
         ),
         ("447700900051", ("rcs",), "failed", "30", [("rcs", 1, "unsupported", None)]),
         (
@@ -165,7 +177,7 @@ def world(engine: Engine, account: accounts.NewAccount) -> World:
             [
                 ("sms", 1, "try_later", None),
                 ("sms", 2, "try_later", None),
-                ("sms", 3, "accepted", "00"),
+                ("sms", 3, "accepted", None),
             ],
         ),
         (
@@ -211,7 +223,8 @@ def test_a_scheduled_message_is_sent_at_its_send_at_and_not_before(
     assert dispatch.run_once() == 1
     assert [d.message_uuid for d in driver.sent] == [now]
     world.clock.now = datetime(2026, 3, 1, 12, 59, 59, tzinfo=UTC)
-    assert dispatch.run_once() == 1  # the first one's receipt, nothing else
+    assert world.receipts().run_once() == 1  # the first one's receipt
+    assert dispatch.run_once() == 0
     assert world.message(scheduled).status == "queued"
     world.clock.now = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
     assert dispatch.run_once() == 1
@@ -255,19 +268,21 @@ def test_a_receipt_arrives_after_the_delay_and_only_then_is_final(
     world: World,
 ) -> None:
     [uuid] = world.queue(draft("447700900022", callback=CALLBACK))
-    dispatch = world.dispatcher()
+    dispatch, receipts = world.dispatcher(), world.receipts()
     assert dispatch.run_once() == 1
     row = world.message(uuid)
-    assert (row.status, row.receipt_code, row.due_at) == ("sent", "22", NOW + RECEIPT_DELAY)
+    assert (row.status, row.receipt_code, row.due_at) == ("sent", None, NOW + RECEIPT_TIMEOUT)
     assert row.finished_at is None and world.webhooks() == []
     world.clock.advance(RECEIPT_DELAY - timedelta(milliseconds=1))
-    assert dispatch.run_once() == 0
+    assert receipts.run_once() == 0
     world.clock.advance(timedelta(milliseconds=1))
-    assert dispatch.run_once() == 1
+    assert receipts.run_once() == 1
+    assert dispatch.run_once() == 0
     row = world.message(uuid)
     assert (row.status, row.receipt_code, row.finished_at) == ("failed", "22", world.clock.now)
     assert len(world.webhooks()) == 1
-    assert world.tries(uuid) == [("sms", 1, "accepted", "22")]  # the receipt is no try
+    [(channel, attempt, outcome, code)] = world.tries(uuid)  # the receipt is no try
+    assert (channel, attempt, outcome, code) == ("sms", 1, "accepted", None)
 
 
 def test_a_callback_gets_exactly_one_receipt_row_with_the_vendors_body(
@@ -317,7 +332,7 @@ def test_a_message_whose_dispatcher_died_is_claimed_again_after_the_lease_and_fi
     world.settle(survivor, step=timedelta(seconds=1))
     assert [d.attempt for d in survivor_driver.sent] == [1]  # the dead one's try went unrecorded
     assert world.message(uuid).status == "delivered"
-    assert world.tries(uuid) == [("sms", 1, "accepted", "00")]
+    assert world.tries(uuid) == [("sms", 1, "accepted", None)]
     assert len(world.webhooks()) == 1
 
 
@@ -411,14 +426,6 @@ def test_a_database_out_of_reach_leaves_the_dispatcher_idle_and_says_so(
         engine.dispose()
     [record] = [r for r in caplog.records if r.name == "mplus.dispatch"]
     assert record.levelname == "WARNING" and "no messages could be claimed" in record.message
-
-
-@pytest.fixture
-def second_engine(database_url: str, engine: Engine) -> Iterator[Engine]:
-    """Another engine on the same (already migrated) database: another process's."""
-    other = create_database_engine(database_url, pool_size=4)
-    yield other
-    other.dispose()
 
 
 def test_two_dispatchers_never_send_one_message_twice_and_finish_them_all(

@@ -101,12 +101,29 @@ def test_variables_override_and_the_database_follows_the_state_dir(tmp_path: Pat
         ("MPLUS_DB_POOL_TIMEOUT_MS", "-1", "between 1 and 86400000"),
         ("MPLUS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "86400001", "between 1 and 86400000"),
         ("MPLUS_DB_HEALTH_INTERVAL_MS", "-1", "between 0 and 3600000"),
+        ("MPLUS_RECEIPT_TIMEOUT_S", "0", "between 1 and 2592000"),
+        ("MPLUS_HTTP_DRIVER_SECRET", "short", "at least 16 printable characters"),
+        ("MPLUS_HTTP_DRIVER_SECRET", "sixteen chars or more", "without spaces"),
     ],
 )
 def test_bad_values_stop_with_the_variable_named(name: str, value: str, complaint: str) -> None:
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value) and complaint in str(raised.value)
+
+
+def test_a_secret_is_never_echoed_in_its_complaint() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"MPLUS_HTTP_DRIVER_SECRET": "hunter2"})
+    assert "hunter2" not in str(raised.value)
+
+
+def test_receipts_expire_after_two_days_unless_told_otherwise() -> None:
+    assert Settings.from_env({}).delivery.receipt_timeout_s == 172_800
+    delivery = Settings.from_env(
+        {"MPLUS_RECEIPT_TIMEOUT_S": "600", "MPLUS_HTTP_DRIVER_SECRET": "x" * 32}
+    ).delivery
+    assert (delivery.receipt_timeout_s, delivery.http_secret) == (600, "x" * 32)
 
 
 def test_ipv6_hosts_are_bracketed_in_addresses() -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -32,6 +30,7 @@ from server.domain.delivery import (
     UNDELIVERABLE,
     ReceiptCode,
 )
+from tests.support.carrier_gateway import Gateway, serving_gateway
 
 
 def dispatch(to: str = "447700900001", channel: str = "sms", attempt: int = 1) -> Dispatch:
@@ -47,29 +46,54 @@ def dispatch(to: str = "447700900001", channel: str = "sms", attempt: int = 1) -
     )
 
 
+WITH_CARRIER = Accepted(("<one id per part>",))
+"""Stands for what the sandbox answers a send it accepts: one fresh id per part."""
+
+
 @pytest.mark.parametrize(
     ("to", "channel", "attempt", "outcome"),
     [
-        ("447700900001", "sms", 1, Accepted(DELIVERED, 2.5)),
-        ("447700900001", "rcs", 1, Accepted(DELIVERED, 2.5)),
-        ("447700900022", "sms", 1, Accepted(HANDSET_UNREACHABLE, 2.5)),
+        ("447700900001", "sms", 1, WITH_CARRIER),
+        ("447700900001", "rcs", 1, WITH_CARRIER),
+        ("447700900022", "sms", 1, WITH_CARRIER),
         ("447700900051", "rcs", 1, Unsupported("sandbox: the handset has no RCS")),
-        ("447700900051", "sms", 1, Accepted(DELIVERED, 2.5)),
+        ("447700900051", "sms", 1, WITH_CARRIER),
         ("447700900052", "rcs", 1, Unsupported("sandbox: the handset has no RCS")),
         ("447700900052", "sms", 1, Unsupported("sandbox: the handset has no SMS")),
         ("447700900053", "sms", 1, TryLater("sandbox: the carrier did not answer in time")),
         ("447700900053", "sms", 2, TryLater("sandbox: the carrier did not answer in time")),
-        ("447700900053", "sms", 3, Accepted(DELIVERED, 2.5)),
+        ("447700900053", "sms", 3, WITH_CARRIER),
         ("447700900054", "sms", 9, TryLater("sandbox: the carrier did not answer in time")),
         ("447700900055", "sms", 1, Rejected(REJECTED_AS_SPAM)),
         ("447700900056", "rcs", 1, Rejected(OPTED_OUT)),
-        ("447700900520", "sms", 1, Accepted(DELIVERED, 2.5)),  # the ending, not any digits
+        ("447700900520", "sms", 1, WITH_CARRIER),  # the ending, not any digits
     ],
 )
 def test_the_sandbox_decides_by_the_destinations_last_two_digits(
     to: str, channel: str, attempt: int, outcome: Outcome
 ) -> None:
-    assert SandboxDriver(receipt_delay_s=2.5).send(dispatch(to, channel, attempt)) == outcome
+    answer = SandboxDriver(receipt_delay_s=2.5).send(dispatch(to, channel, attempt))
+    if outcome is WITH_CARRIER:
+        assert isinstance(answer, Accepted)
+        assert answer.receipt is None
+        assert len(answer.carrier_ids) == 1
+        assert answer.carrier_ids[0].startswith("sbx-")
+    else:
+        assert answer == outcome
+
+
+def test_the_sandbox_gives_each_part_of_a_long_message_its_own_id() -> None:
+    send = replace(dispatch(), body="x" * 161)  # two GSM-7 parts
+    first, second = (SandboxDriver(1.0).send(send) for _ in range(2))
+    assert isinstance(first, Accepted)
+    assert isinstance(second, Accepted)
+    assert len(first.carrier_ids) == len(set(first.carrier_ids)) == 2
+    assert not set(first.carrier_ids) & set(second.carrier_ids)
+
+
+def test_without_a_receipt_delay_the_sandbox_is_final_at_once() -> None:
+    assert SandboxDriver(0).send(dispatch()) == Accepted(receipt=DELIVERED)
+    assert SandboxDriver(0).send(dispatch("447700900022")) == Accepted(receipt=HANDSET_UNREACHABLE)
 
 
 def test_the_settings_choose_the_driver() -> None:
@@ -80,60 +104,15 @@ def test_the_settings_choose_the_driver() -> None:
         driver_for(Delivery(driver="carrier-pigeon"))
 
 
-Answer = Callable[[dict[str, Any]], tuple[int, bytes]]
-
-
-class Gateway:
-    """A carrier gateway on a loopback port: answers each POST as `answer` says, keeps them."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        self.answer: Answer = lambda _body: (200, b'{"status": "accepted"}')
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                body = json.loads(self.rfile.read(length))
-                gateway.received.append((self.path, body))
-                status, answer = gateway.answer(body)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-                except ConnectionError:
-                    pass  # the driver stopped waiting (the timeout test)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/carrier/send?tenant=7"
-
-    def answers(self, status: int, body: Any) -> None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.answer = lambda _body: (status, raw)
-
-
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    gateway = Gateway()
-    thread = threading.Thread(
-        target=gateway.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    yield gateway
-    gateway.server.shutdown()
-    gateway.server.server_close()
-    thread.join()
+    with serving_gateway() as gateway:
+        yield gateway
 
 
 def test_the_http_driver_posts_the_documented_shape(gateway: Gateway) -> None:
     outcome = HttpDriver(gateway.url).send(dispatch(channel="rcs", attempt=2))
-    assert outcome == Accepted(DELIVERED, 0.0)
+    assert outcome == Accepted(("m-1",))
     assert gateway.received == [
         (
             "/carrier/send?tenant=7",
@@ -153,13 +132,22 @@ def test_the_http_driver_posts_the_documented_shape(gateway: Gateway) -> None:
 @pytest.mark.parametrize(
     ("status", "answer", "outcome"),
     [
-        (200, {"status": "accepted", "code": "00"}, Accepted(DELIVERED)),
-        (202, {"status": "accepted", "code": "22"}, Accepted(HANDSET_UNREACHABLE)),
+        (200, {"status": "accepted", "code": "00"}, Accepted(receipt=DELIVERED)),
+        (202, {"status": "accepted", "code": "22"}, Accepted(receipt=HANDSET_UNREACHABLE)),
         (
             200,
             {"status": "accepted", "code": "7F", "description": "Absent subscriber"},
-            Accepted(ReceiptCode("7F", "Absent subscriber", False)),
+            Accepted(receipt=ReceiptCode("7F", "Absent subscriber", False)),
         ),
+        # without a code: with the carrier, under the ids it names (or the message's uuid)
+        (200, {"status": "accepted"}, Accepted(("m-1",))),
+        (200, {"status": "accepted", "id": "c-9"}, Accepted(("c-9",))),
+        (200, {"status": "accepted", "ids": ["c-1", "c-2"]}, Accepted(("c-1", "c-2"))),
+        (200, {"status": "accepted", "ids": []}, Rejected(UNDELIVERABLE)),
+        (200, {"status": "accepted", "ids": ["c-1", "c-1"]}, Rejected(UNDELIVERABLE)),
+        (200, {"status": "accepted", "ids": "c-1"}, Rejected(UNDELIVERABLE)),
+        (200, {"status": "accepted", "id": 7}, Rejected(UNDELIVERABLE)),
+        (200, {"status": "accepted", "id": "x" * 65}, Rejected(UNDELIVERABLE)),
         (200, {"status": "rejected", "code": "31"}, Rejected(REJECTED_AS_SPAM)),
         (200, {"status": "rejected"}, Rejected(UNDELIVERABLE)),
         (200, {"status": "rejected", "code": "00"}, Rejected(UNDELIVERABLE)),

@@ -1,131 +1,49 @@
-"""Channel drivers: one small interface between the dispatcher and a carrier, and two of them."""
+"""The HTTP driver: a carrier gateway of the operator's, over JSON both ways (how a real
+carrier plugs in without a driver of its own)."""
 
 from __future__ import annotations
 
 import http.client
 import json
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-from server.config import Delivery
+from server.delivery.drivers.base import Dispatch
+from server.delivery.receipts import CarrierReceipt
 from server.domain.delivery import (
-    DELIVERED,
-    HANDSET_UNREACHABLE,
     MAX_CODE_LENGTH,
-    OPTED_OUT,
-    REJECTED_AS_SPAM,
     UNDELIVERABLE,
     ReceiptCode,
     known_receipt_code,
     receipt_code,
 )
+from server.domain.dispatching import Accepted, Outcome, Rejected, TryLater, Unsupported
+from server.domain.errors import InvalidRequest, Violation
 
-
-@dataclass(frozen=True)
-class Dispatch:
-    """One try of one message on one channel: everything a carrier needs to send it."""
-
-    message_uuid: str
-    batch_uuid: str
-    account_id: str
-    destination: str
-    """Digits only, no plus."""
-    sender: str
-    body: str
-    channel: str
-    attempt: int
-    """This try's number on this channel, from 1."""
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The carrier took the message; its final receipt arrives `receipt_after_s` later."""
-
-    receipt: ReceiptCode
-    receipt_after_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """The carrier refused the message for good: it fails with `receipt`."""
-
-    receipt: ReceiptCode
-
-
-@dataclass(frozen=True)
-class Unsupported:
-    """This channel cannot reach the handset: the message falls back to its next channel."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class TryLater:
-    """A carrier timeout or another passing failure: this channel is tried again, later."""
-
-    reason: str
-
-
-Outcome = Accepted | Rejected | Unsupported | TryLater
-
-
-class ChannelDriver(Protocol):
-    def send(self, dispatch: Dispatch) -> Outcome:
-        """Hands one message to the carrier. May be slow; is never called in a transaction.
-        Raising is a bug in the driver: the dispatcher logs it and treats it as TryLater."""
-        ...
-
-
-class SandboxDriver:
-    """A carrier without a network, the default: the destination's last two digits decide.
-
-    | ends in | outcome |
-    |---|---|
-    | `22` | accepted; its receipt, after the delay, is code `22` (handset off): failed |
-    | `51` | RCS unsupported: an `rcs` try falls back to the next channel; `sms` delivers |
-    | `52` | every channel unsupported: failed, code `30` once no channel is left |
-    | `53` | carrier timeout on the first two tries on a channel, then delivered |
-    | `54` | carrier timeout on every try: failed, code `41`, after the last attempt |
-    | `55` | rejected as spam at once: failed, code `31` |
-    | `56` | the user opted out of business messages, at once: failed, code `32` |
-    | other | delivered, code `00`, its receipt after the delay |
-    """
-
-    def __init__(self, receipt_delay_s: float = 1.0) -> None:
-        self._receipt_delay_s = receipt_delay_s
-
-    def send(self, dispatch: Dispatch) -> Outcome:
-        ending = dispatch.destination[-2:]
-        if ending == "51" and dispatch.channel == "rcs":
-            return Unsupported("sandbox: the handset has no RCS")
-        if ending == "52":
-            return Unsupported(f"sandbox: the handset has no {dispatch.channel.upper()}")
-        if (ending == "53" and dispatch.attempt <= 2) or ending == "54":
-            return TryLater("sandbox: the carrier did not answer in time")
-        if ending == "55":
-            return Rejected(REJECTED_AS_SPAM)
-        if ending == "56":
-            return Rejected(OPTED_OUT)
-        receipt = HANDSET_UNREACHABLE if ending == "22" else DELIVERED
-        return Accepted(receipt, self._receipt_delay_s)
-
+CARRIER = "http"
+MAX_CARRIER_ID_LENGTH = 64
+"""The longest carrier id kept (the gateway's own id for a part)."""
+MAX_PARTS = 255
+"""The most parts one answer may name: a concatenated SMS has at most 255."""
+MAX_DESCRIPTION_LENGTH = 1000
 
 MAX_ANSWER_BYTES = 64 * 1024
 """A gateway's answer longer than this is not one: read no further, reject the send."""
 
 
 class HttpDriver:
-    """Posts each send to a carrier gateway: how a real one plugs in.
+    """Posts each send to a carrier gateway.
 
     Request: `POST {url}`, `Content-Type: application/json`, body
     `{"messageuuid", "batchuuid", "to", "from", "body", "channel", "attempt"}` (`to` digits
     only, as stored; `attempt` the try on this channel, from 1).
 
-    Answer, 2xx with a JSON object `{"status": ..., "code": ..., "description": ...}`:
-    - `accepted`: sent; final at once with receipt `code` (default `00`, delivered; any other
-      code is an undelivered receipt). A gateway that learns the receipt later has no way yet
-      to report it: it should answer once it knows.
+    Answer, 2xx with a JSON object `{"status", "code", "description", "id" | "ids"}`:
+    - `accepted` with a `code`: final at once with that receipt (`00` delivered; any other
+      code is an undelivered receipt).
+    - `accepted` without one: with the carrier until the gateway posts the receipt of each
+      part (`gateway_receipt`) under the ids it names: `ids` (one per part, in order), `id`
+      (one part), or neither (one part, known by the message's uuid).
     - `rejected`: failed with `code` (default `42`; a delivered code here counts as `42`).
     - `unsupported`: the channel cannot reach the handset; the next channel is tried.
     A known code keeps this service's description (the one `/dr-responses` lists); an unknown
@@ -135,6 +53,8 @@ class HttpDriver:
     redirect, a body that is not such an object): failed with `42`. `timeout_s` bounds the
     connect and each read and write, not the whole exchange.
     """
+
+    carrier = CARRIER
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         parts = urlsplit(url)
@@ -177,10 +97,10 @@ class HttpDriver:
             return TryLater(f"carrier gateway answered {response.status}")
         if not 200 <= response.status < 300:
             return Rejected(UNDELIVERABLE)
-        return _outcome(answer)
+        return _outcome(answer, dispatch.message_uuid)
 
 
-def _outcome(answer: bytes) -> Outcome:
+def _outcome(answer: bytes, message_uuid: str) -> Outcome:
     """A 2xx answer's outcome; anything but the documented object is UNDELIVERABLE."""
     if len(answer) > MAX_ANSWER_BYTES:
         return Rejected(UNDELIVERABLE)
@@ -198,11 +118,58 @@ def _outcome(answer: bytes) -> Outcome:
     if status == "unsupported":
         return Unsupported(description or "the carrier gateway cannot reach the handset")
     if status == "accepted":
-        return Accepted(_receipt(code or DELIVERED.code, description))
+        if code is not None:
+            return Accepted(receipt=_receipt(code, description))
+        ids = _carrier_ids(parsed, message_uuid)
+        return Accepted(ids) if ids else Rejected(UNDELIVERABLE)
     if status == "rejected":
         receipt = _receipt(code or UNDELIVERABLE.code, description)
         return Rejected(UNDELIVERABLE if receipt.delivered else receipt)
     return Rejected(UNDELIVERABLE)
+
+
+def _carrier_ids(answer: dict[str, Any], message_uuid: str) -> tuple[str, ...]:
+    """The parts an acceptance names (`ids`, `id`, or the message's uuid); empty when they
+    are not what the contract says."""
+    if "ids" in answer:
+        ids = answer["ids"]
+        if not isinstance(ids, list) or not 0 < len(ids) <= MAX_PARTS:
+            return ()
+    else:
+        ids = [answer.get("id", message_uuid)]
+    if not all(isinstance(i, str) and 0 < len(i) <= MAX_CARRIER_ID_LENGTH for i in ids):
+        return ()
+    if len(set(ids)) != len(ids):
+        return ()
+    return tuple(ids)
+
+
+def gateway_receipt(carrier_id: str, code: str, description: str) -> CarrierReceipt:
+    """The receipt a gateway posts (`{"id", "code", "description"}`), checked as a request
+    is: InvalidRequest lists every field that breaks its rule. A known code keeps this
+    service's description; a carrier's own takes the one given."""
+    violations = []
+    if not carrier_id:
+        violations.append(Violation("id", "is required", "REQUIRED"))
+    elif len(carrier_id) > MAX_CARRIER_ID_LENGTH:
+        violations.append(
+            Violation("id", f"must be at most {MAX_CARRIER_ID_LENGTH} characters", "TOO_LONG")
+        )
+    if not code:
+        violations.append(Violation("code", "is required", "REQUIRED"))
+    elif len(code) > MAX_CODE_LENGTH:
+        violations.append(
+            Violation("code", f"must be at most {MAX_CODE_LENGTH} characters", "TOO_LONG")
+        )
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        violations.append(
+            Violation(
+                "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters", "TOO_LONG"
+            )
+        )
+    if violations:
+        raise InvalidRequest(violations)
+    return CarrierReceipt(carrier_id, _receipt(code, description or None))
 
 
 def _receipt(code: str, description: str | None) -> ReceiptCode:
@@ -211,12 +178,3 @@ def _receipt(code: str, description: str | None) -> ReceiptCode:
     if known is not None or not description:
         return known or receipt_code(code)
     return ReceiptCode(code, description, False)
-
-
-def driver_for(delivery: Delivery) -> ChannelDriver:
-    """The driver the settings name (MPLUS_CHANNEL_DRIVER)."""
-    if delivery.driver == "sandbox":
-        return SandboxDriver(delivery.sandbox_receipt_delay_ms / 1000)
-    if delivery.driver == "http":
-        return HttpDriver(delivery.http_url, delivery.http_timeout_ms / 1000)
-    raise ValueError(f"unknown channel driver {delivery.driver!r}")
