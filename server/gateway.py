@@ -55,7 +55,11 @@ LOCAL_REPLY_MESSAGES = {404: f"%LOCAL_REPLY_BODY% ({NO_SUCH_ENDPOINT})", 429: RA
 """Messages for replies whose own body says little (the rate limiter's: "local_rate_limited").
 A 429 from Envoy is always the rate limiter's: the server's RESOURCE_EXHAUSTED is no local reply."""
 
-TRANSCODED_SERVICES = ("mplus.v1.MessageService", "mplus.v1.BatchService")
+TRANSCODED_SERVICES = (
+    "mplus.v1.MessageService",
+    "mplus.v1.BatchService",
+    "mplus.v1.CarrierService",
+)
 
 _NOT_NATIVE_GRPC = {
     "or_filter": {

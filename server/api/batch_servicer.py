@@ -92,15 +92,4 @@ class BatchServicer:
                 context.abort_with_status(refusal.status)
 
     def register(self, server: grpc.Server) -> None:
-        """Registers every method with no deserializer, so that wire.parse sees each request."""
-        handlers = {
-            method.name: grpc.unary_unary_rpc_method_handler(
-                getattr(self, method.name),
-                request_deserializer=None,
-                response_serializer=wire.serialize,
-            )
-            for method in SERVICE.methods
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
+        wire.register(server, SERVICE, self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.delivery.metrics import ReceiptMetrics
 from server.metrics import SECONDS_BUCKETS, db_transaction_histogram
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -55,3 +56,5 @@ class Metrics:
             "Calls being handled now",
             registry=registry,
         )
+        self.receipts = ReceiptMetrics(registry)
+        """A carrier gateway's receipts (CarrierService), and the messages they finish."""

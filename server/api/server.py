@@ -20,11 +20,14 @@ from grpc_reflection.v1alpha import reflection
 from server import bootstrap
 from server.api.batch_servicer import SERVICE_NAME as BATCH_SERVICE_NAME
 from server.api.batch_servicer import BatchServicer
+from server.api.carrier_servicer import SERVICE_NAME as CARRIER_SERVICE_NAME
+from server.api.carrier_servicer import CarrierServicer
 from server.api.health import DatabaseHealth
 from server.api.metrics import Metrics
 from server.api.observability import Telemetry
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import Settings
+from server.delivery.receipts import ReceiptIntake
 from server.errors import CannotListen
 from server.json_logs import FIELDS
 from server.metrics import MetricsListener, serve_metrics
@@ -34,7 +37,7 @@ from server.service.batches import Batches
 log = logging.getLogger(__name__)
 
 
-HEALTH_SERVICES = ("", SERVICE_NAME, BATCH_SERVICE_NAME)
+HEALTH_SERVICES = ("", SERVICE_NAME, BATCH_SERVICE_NAME, CARRIER_SERVICE_NAME)
 """The whole server and the services it runs: the same status for all."""
 
 
@@ -94,17 +97,20 @@ def create_server(
     """A server bound to `address` (port 0 picks a free one) with health and reflection, and
     its metrics on the gRPC host at settings.process_metrics_port (0: none). Given
     `database_answers`, health follows it every settings.db_health_interval_ms (0: never).
-    BatchService runs `batches`, by default on AddMessages' unit of work."""
+    BatchService runs `batches`, by default on AddMessages' unit of work, and CarrierService
+    takes the http driver's receipts on it too."""
     if metrics is None:
         metrics = Metrics()
     server = grpc_server(settings)
     telemetry = Telemetry(metrics)
     MessageServicer(add_messages, telemetry, settings.request_timeout_ms / 1000).register(server)
     BatchServicer(batches or Batches(add_messages.unit_of_work), telemetry).register(server)
+    intake = ReceiptIntake(add_messages.unit_of_work, recorder=metrics.receipts)
+    CarrierServicer(intake, settings.delivery.http_secret, telemetry).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, BATCH_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*HEALTH_SERVICES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(address)

@@ -9,7 +9,8 @@ from server.api import errors, translate, wire
 from server.api.observability import Telemetry
 from server.service.add_messages import AddMessages
 
-SERVICE_NAME: str = message_service_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name
+SERVICE = message_service_pb2.DESCRIPTOR.services_by_name["MessageService"]
+SERVICE_NAME: str = SERVICE.full_name
 
 
 class MessageServicer:
@@ -44,17 +45,7 @@ class MessageServicer:
             return translate.response_from_accepted(accepted)
 
     def register(self, server: grpc.Server) -> None:
-        """Registers AddMessages with no deserializer, so that `_parse` sees every request."""
-        handlers = {
-            "AddMessages": grpc.unary_unary_rpc_method_handler(
-                self.AddMessages,
-                request_deserializer=None,
-                response_serializer=message_service_pb2.AddMessagesResponse.SerializeToString,
-            )
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
+        wire.register(server, SERVICE, self)
 
 
 def _parse(request: bytes) -> message_service_pb2.AddMessagesRequest:

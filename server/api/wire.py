@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import grpc
 from google.protobuf import message as protobuf_message
+from google.protobuf.descriptor import ServiceDescriptor
 
 from server.domain.errors import InvalidRequest, Violation
 
@@ -31,3 +33,17 @@ def parse(request_type: type[Request], data: bytes) -> Request:
 
 def serialize(response: protobuf_message.Message) -> bytes:
     return response.SerializeToString()
+
+
+def register(server: grpc.Server, service: ServiceDescriptor, servicer: Any) -> None:
+    """Registers each of `service`'s methods, the servicer's method of that name, with no
+    deserializer: `parse` then sees every request."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name), request_deserializer=None, response_serializer=serialize
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )

@@ -59,11 +59,15 @@ def test_without_tls_the_listener_is_plain() -> None:
     assert "transport_socket" not in gateway.render(Settings())
 
 
-def test_both_services_are_transcoded_and_get_batch_lists_print_empty() -> None:
+def test_every_service_is_transcoded_and_get_batch_lists_print_empty() -> None:
     settings = Settings()
     usual = json.loads(gateway.transcoder(settings))
     every_field = json.loads(gateway.transcoder(settings, print_every_field=True))
-    assert usual["services"] == ["mplus.v1.MessageService", "mplus.v1.BatchService"]
+    assert usual["services"] == [
+        "mplus.v1.MessageService",
+        "mplus.v1.BatchService",
+        "mplus.v1.CarrierService",
+    ]
     assert usual["print_options"] == {"always_print_primitive_fields": False}
     assert every_field == usual | {"print_options": {"always_print_primitive_fields": True}}
     rendered = gateway.render(settings)
