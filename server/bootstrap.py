@@ -68,13 +68,15 @@ def migration_engine(settings: Settings) -> Engine:
 
 @dataclass(frozen=True)
 class ServerParts:
-    """What `mplus serve` runs: its use case, its metrics and its two engines."""
+    """What `mplus serve` runs: its use cases, its metrics and its two engines."""
 
     engine: Engine
     probe_engine: Engine
     """The health probe's own connection: a pool busy with requests is no outage."""
     metrics: Metrics
     add_messages: AddMessages
+    receipts: ReceiptIntake
+    """The http driver's gateway's receipts (CarrierService)."""
 
     def database_answers(self) -> bool:
         return database_answers(self.probe_engine)
@@ -99,7 +101,8 @@ def for_server(settings: Settings) -> ServerParts:
         group_commit=GroupCommit(unit_of_work),
         grouped_at_most=None if engine.dialect.name == "sqlite" else POSTGRES_GROUPED_AT_MOST,
     )
-    return ServerParts(engine, _probe_engine(settings), metrics, add_messages)
+    receipts = ReceiptIntake(unit_of_work, recorder=metrics.receipts)
+    return ServerParts(engine, _probe_engine(settings), metrics, add_messages, receipts)
 
 
 def _probe_engine(settings: Settings) -> Engine:

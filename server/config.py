@@ -329,6 +329,12 @@ def _delivery(read: EnvReader, workers_metrics_port: int, workers: int) -> Deliv
             "MPLUS_HTTP_DRIVER_URL must be an http:// or https:// URL when "
             f"MPLUS_CHANNEL_DRIVER=http, got {http_url!r}"
         )
+    http_secret = read.secret("MPLUS_HTTP_DRIVER_SECRET")
+    if driver == "http" and not http_secret:
+        raise ConfigError(
+            "MPLUS_HTTP_DRIVER_SECRET must be set when MPLUS_CHANNEL_DRIVER=http: the gateway "
+            "posts its receipts with it (without them, every message it accepts expires)"
+        )
     backoff = read.milliseconds("MPLUS_WEBHOOK_BACKOFF_MS", defaults.webhook_backoff_ms)
     backoff_cap = read.milliseconds("MPLUS_WEBHOOK_BACKOFF_CAP_MS", defaults.webhook_backoff_cap_ms)
     if backoff > backoff_cap:
@@ -346,7 +352,7 @@ def _delivery(read: EnvReader, workers_metrics_port: int, workers: int) -> Deliv
         driver=driver,
         http_url=http_url,
         http_timeout_ms=read.milliseconds("MPLUS_HTTP_DRIVER_TIMEOUT_MS", defaults.http_timeout_ms),
-        http_secret=read.secret("MPLUS_HTTP_DRIVER_SECRET"),
+        http_secret=http_secret,
         receipt_timeout_s=read.integer(
             "MPLUS_RECEIPT_TIMEOUT_S", defaults.receipt_timeout_s, 1, 30 * 86_400
         ),

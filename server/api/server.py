@@ -93,20 +93,21 @@ def create_server(
     metrics: Metrics | None = None,
     database_answers: Callable[[], bool] | None = None,
     batches: Batches | None = None,
+    receipts: ReceiptIntake | None = None,
 ) -> GrpcServer:
     """A server bound to `address` (port 0 picks a free one) with health and reflection, and
     its metrics on the gRPC host at settings.process_metrics_port (0: none). Given
     `database_answers`, health follows it every settings.db_health_interval_ms (0: never).
-    BatchService runs `batches`, by default on AddMessages' unit of work, and CarrierService
-    takes the http driver's receipts on it too."""
+    BatchService runs `batches` and CarrierService takes the http driver's receipts with
+    `receipts`, by default both on AddMessages' unit of work."""
     if metrics is None:
         metrics = Metrics()
     server = grpc_server(settings)
     telemetry = Telemetry(metrics)
     MessageServicer(add_messages, telemetry, settings.request_timeout_ms / 1000).register(server)
     BatchServicer(batches or Batches(add_messages.unit_of_work), telemetry).register(server)
-    intake = ReceiptIntake(add_messages.unit_of_work, recorder=metrics.receipts)
-    CarrierServicer(intake, settings.delivery.http_secret, telemetry).register(server)
+    receipts = receipts or ReceiptIntake(add_messages.unit_of_work, recorder=metrics.receipts)
+    CarrierServicer(receipts, settings.delivery.http_secret, telemetry).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -181,7 +182,12 @@ def serve(settings: Settings) -> None:
     parts = bootstrap.for_server(settings)
     address = settings.grpc_address
     running = create_server(
-        parts.add_messages, address, settings, parts.metrics, parts.database_answers
+        parts.add_messages,
+        address,
+        settings,
+        parts.metrics,
+        parts.database_answers,
+        receipts=parts.receipts,
     )
     stop, drained = threading.Event(), threading.Event()
 

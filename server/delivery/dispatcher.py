@@ -4,8 +4,10 @@ One claim (a short transaction) leases a batch of due messages; each is then sen
 transaction, and its outcome recorded in a transaction of its own, only while the lease still
 holds. A dispatcher that dies mid-send loses nothing: the lease runs out and another claims
 the message again. None reports one twice: the final state and the receipt webhook are written
-together, by the lease holder only, and the webhook is keyed by the message. What an outcome
-means (the next state, a backoff, a fallback) is domain.dispatching's to decide.
+together (delivery.finishing), by the lease holder or, for a message with the carrier, by
+whichever of a receipt and its expiry comes first, and the webhook is keyed by the message.
+What an outcome means (the next state, a backoff, a fallback) is domain.dispatching's to
+decide.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from server.delivery.drivers.base import ChannelDriver, Dispatch
 from server.delivery.finishing import (
     Finished,
     FinishRecorder,
-    announce,
     finish,
+    log_finished,
     settle_with_carrier,
 )
 from server.domain.delivery import CHANNEL_UNSUPPORTED, AttemptOutcome, MessageStatus
@@ -212,13 +214,14 @@ class Dispatcher:
             written = write(uow, self.environment.now())
             if written is False:
                 log.info(
-                    "lease lost: another dispatcher claimed the message; nothing recorded",
+                    "lease lost: another dispatcher claimed the message, or a receipt settled "
+                    "it; nothing recorded",
                     extra={FIELDS: self._fields(claim)},
                 )
                 return
             uow.commit()
         if isinstance(written, Finished):
-            announce(
+            log_finished(
                 claim, written, self.recorder, {"owner": self._name, "lease": claim.lease_owner}
             )
 

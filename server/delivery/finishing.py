@@ -74,7 +74,7 @@ def settle_with_carrier(
     return finish(uow, message, receipt, now, message.channel, message.attempts)
 
 
-def announce(
+def log_finished(
     message: ClaimedMessage,
     finished: Finished,
     recorder: FinishRecorder,

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.delivery.webhooks import PostOutcome
 from server.domain.delivery import AttemptOutcome, MessageStatus, known_receipt_code
+from server.domain.dispatching import Matched
 from server.metrics import SECONDS_BUCKETS, db_transaction_histogram
-from server.storage.carrier import Matched
 from server.storage.unit_of_work import UnitOfWork
 
 BACKLOG_CAP = 10_000

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from server.delivery.finishing import Finished, FinishRecorder, announce, settle_with_carrier
+from server.delivery.finishing import Finished, FinishRecorder, log_finished, settle_with_carrier
 from server.domain.delivery import MessageStatus, ReceiptCode
+from server.domain.dispatching import Matched
 from server.json_logs import FIELDS
 from server.service.clock import Environment
-from server.storage.carrier import Matched
 from server.storage.dispatch import ClaimedMessage
 from server.storage.unit_of_work import UnitOfWork
 
@@ -99,5 +99,5 @@ class ReceiptIntake:
                     level, f"a receipt for no part we know ({result.value})", extra={FIELDS: fields}
                 )
         for message, done in finished:
-            announce(message, done, self.recorder, {"carrier": carrier})
+            log_finished(message, done, self.recorder, {"carrier": carrier})
         return matched

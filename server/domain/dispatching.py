@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from server.domain.delivery import (
     CARRIER_TIMEOUT,
     CHANNEL_UNSUPPORTED,
-    DELIVERED,
     EXPIRED,
     UNCONFIRMED,
     ReceiptCode,
@@ -149,6 +149,17 @@ def backoff(attempts: int, policy: RetryPolicy, jitter_draw: float) -> timedelta
     return base * (1 + JITTER * (2 * jitter_draw - 1))
 
 
+class Matched(StrEnum):
+    """What a carrier's receipt met when it was recorded (told back to the carrier, counted)."""
+
+    PART = "part"
+    """A part a send's answer named: its message may now be settled."""
+    NOTHING = "nothing"
+    """No part (yet) has that id: kept, for a send whose answer is still being recorded."""
+    DUPLICATE = "duplicate"
+    """That id had its receipt already: the first one stands, this one is dropped."""
+
+
 def settle(receipts: Sequence[ReceiptCode | None], expired: bool) -> ReceiptCode | None:
     """The final receipt of a message with the carrier, from the receipts of its parts in
     order (None: not come yet), or None while it must wait.
@@ -159,6 +170,6 @@ def settle(receipts: Sequence[ReceiptCode | None], expired: bool) -> ReceiptCode
     for receipt in receipts:
         if receipt is not None and not receipt.delivered:
             return receipt
-    if receipts and all(receipt is not None for receipt in receipts):
-        return receipts[0] or DELIVERED
+    if receipts and receipts[0] is not None and all(r is not None for r in receipts):
+        return receipts[0]
     return EXPIRED if expired else None

@@ -5,24 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, null, or_, select
 
 from server.domain.delivery import MessageStatus, ReceiptCode, known_receipt_code
+from server.domain.dispatching import Matched
 from server.storage.tables import carrier_parts, queued_messages
 from server.storage.upsert import upsertable_insert
-
-
-class Matched(StrEnum):
-    """What a receipt met when it was recorded."""
-
-    PART = "part"
-    """A part a send's answer named: its message may now be settled."""
-    NOTHING = "nothing"
-    """No part (yet) has that id: kept, for a send whose answer is still being recorded."""
-    DUPLICATE = "duplicate"
-    """That id had its receipt already: the first one stands, this one is dropped."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +25,7 @@ class Unreported:
     """A part its carrier has not receipted yet, with what a sandbox needs to invent one."""
 
     carrier_id: str
+    message_uuid: str
     destination: str
 
 
@@ -47,7 +37,11 @@ class CarrierRepository:
         self, carrier: str, carrier_ids: Sequence[str], message_uuid: str, now: datetime
     ) -> list[ReceiptCode | None]:
         """Records that `carrier` took the message's parts under `carrier_ids` (in part
-        order), and answers each part's receipt, already there when it came first."""
+        order), and answers each part's receipt, already there when it came first.
+
+        An id names the latest part sent under it: carriers recycle their ids. A row another
+        message held is taken over without its receipt, which was that message's; a row no
+        message held yet keeps the receipt that came before this answer."""
         receipts: list[ReceiptCode | None] = []
         for part, carrier_id in enumerate(carrier_ids):
             statement = upsertable_insert(self._connection, carrier_parts).values(
@@ -57,10 +51,18 @@ class CarrierRepository:
                 part=part,
                 sent_at=now,
             )
+            ours = or_(
+                carrier_parts.c.message_uuid.is_(None),
+                carrier_parts.c.message_uuid == message_uuid,
+            )
+            kept = {
+                column: case((ours, carrier_parts.c[column]), else_=null())
+                for column in ("receipt_code", "receipt_description", "received_at")
+            }
             row = self._connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=[carrier_parts.c.carrier, carrier_parts.c.carrier_id],
-                    set_={"message_uuid": message_uuid, "part": part, "sent_at": now},
+                    set_={"message_uuid": message_uuid, "part": part, "sent_at": now, **kept},
                 ).returning(carrier_parts.c.receipt_code, carrier_parts.c.receipt_description)
             ).one()
             receipts.append(_receipt(row.receipt_code, row.receipt_description))
@@ -107,10 +109,17 @@ class CarrierRepository:
         return [_receipt(row.receipt_code, row.receipt_description) for row in rows]
 
     def unreported(self, carrier: str, sent_by: datetime, limit: int) -> list[Unreported]:
-        """Up to `limit` parts `carrier` took by `sent_by` and has not receipted, the oldest
-        first; on PostgreSQL rows another transaction is reporting are passed over."""
+        """Up to `limit` parts `carrier` took by `sent_by` and has not receipted (the oldest
+        taken), in message order: receipts recorded in this order lock their messages in it,
+        so two transactions never wait on each other's. On PostgreSQL the parts stay locked
+        until the commit, and rows another transaction holds are passed over."""
         rows = self._connection.execute(
-            select(carrier_parts.c.carrier_id, queued_messages.c.destination)
+            select(
+                carrier_parts.c.carrier_id,
+                carrier_parts.c.message_uuid,
+                carrier_parts.c.part,
+                queued_messages.c.destination,
+            )
             .join(queued_messages, queued_messages.c.message_uuid == carrier_parts.c.message_uuid)
             .where(
                 carrier_parts.c.carrier == carrier,
@@ -122,7 +131,8 @@ class CarrierRepository:
             .limit(limit)
             .with_for_update(skip_locked=True, of=carrier_parts)
         )
-        return [Unreported(row.carrier_id, row.destination) for row in rows]
+        ordered = sorted(rows, key=lambda row: (row.message_uuid, row.part))
+        return [Unreported(row.carrier_id, row.message_uuid, row.destination) for row in ordered]
 
 
 def _receipt(code: str | None, description: str | None) -> ReceiptCode | None:

@@ -64,6 +64,7 @@ def test_mplus_dispatch_serves_its_backlog_and_counts_over_http(tmp_path: Path) 
             "MPLUS_DISPATCH_BATCH": "1",  # one message with the stalled carrier, two waiting
             "MPLUS_DISPATCH_INTERVAL_MS": "50",
             "MPLUS_CHANNEL_DRIVER": "http",
+            "MPLUS_HTTP_DRIVER_SECRET": "a-gateway-secret-0123456789",
             "MPLUS_HTTP_DRIVER_URL": carrier.url,
             "MPLUS_HTTP_DRIVER_TIMEOUT_MS": "60000",
             "MPLUS_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8",

@@ -19,11 +19,11 @@ from server.delivery.dispatcher import Dispatcher
 from server.delivery.drivers import Accepted, Dispatch, Outcome
 from server.delivery.receipts import CarrierReceipt, ReceiptIntake
 from server.domain.delivery import DELIVERED, EXPIRED, HANDSET_UNREACHABLE, ReceiptCode
+from server.domain.dispatching import Matched
 from server.domain.model import MessageDraft, SenderDraft
 from server.service import accounts
 from server.service.add_messages import AddMessages, AddMessagesCommand
 from server.service.clock import Environment
-from server.storage.carrier import Matched
 from server.storage.migrate import alembic_config, upgrade
 from server.storage.tables import carrier_parts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
@@ -212,6 +212,61 @@ def test_receipts_of_one_messages_parts_at_once_finish_it_once(
     assert errors == []
     assert {setting.status(uuid) for uuid in uuids} == {("delivered", "00")}
     assert sorted(w.message_uuid for w in setting.webhooks()) == sorted(uuids)
+
+
+class HeldCommit(UnitOfWork):
+    """A unit of work whose commit waits for `release`, having said so on `reached`."""
+
+    def __init__(self, engine: Engine, reached: threading.Event, release: threading.Event) -> None:
+        super().__init__(engine)
+        self._reached, self._release = reached, release
+
+    def commit(self) -> None:
+        self._reached.set()
+        assert self._release.wait(timeout=30)
+        super().commit()
+
+
+def test_a_receipt_still_being_committed_when_the_answer_is_recorded_settles_it(
+    setting: Setting, second_engine: Engine
+) -> None:
+    """The receipt's transaction holds its row (PostgreSQL) or the write lock (SQLite) while
+    the dispatcher records the send's answer: the dispatcher waits, then meets the receipt."""
+    [uuid] = setting.queue()
+    reached, release = threading.Event(), threading.Event()
+    intake = setting.intake(lambda: HeldCommit(second_engine, reached, release))
+    reporting: list[threading.Thread] = []
+
+    def receipt_in_flight(ids: tuple[str, ...]) -> None:
+        receipt = [CarrierReceipt(ids[0], HANDSET_UNREACHABLE)]
+        reporting.append(threading.Thread(target=intake, args=(CARRIER, receipt)))
+        reporting[0].start()
+        assert reached.wait(timeout=30)  # recorded, not yet committed
+        threading.Timer(0.3, release.set).start()
+
+    setting.send(Carrier(before_answer=receipt_in_flight))
+    reporting[0].join(timeout=30)
+    assert setting.status(uuid) == ("failed", "22")
+    assert len(setting.webhooks()) == 1
+
+
+def test_an_id_the_carrier_recycles_names_the_latest_part_and_not_its_old_receipt(
+    setting: Setting,
+) -> None:
+    first, second = setting.queue(2)
+    recycling = Carrier()
+    recycling.send = lambda dispatch: Accepted(("recycled-7",))  # type: ignore[method-assign]
+    dispatcher = Dispatcher(setting.unit_of_work, recycling, SETTINGS, setting.environment)
+    assert dispatcher.run_once() == 2  # both sent under one id: the second took it over
+    assert setting.receipt("recycled-7") == Matched.PART
+    statuses = {setting.status(first), setting.status(second)}
+    assert statuses == {("delivered", "00"), ("sent", None)}
+
+    [later] = setting.queue(1)
+    assert dispatcher.run_once() == 1  # the id again, for a third message: no receipt yet
+    assert setting.status(later) == ("sent", None)
+    setting.receipt("recycled-7", HANDSET_UNREACHABLE)
+    assert setting.status(later) == ("failed", "22")
 
 
 def test_a_receipt_for_an_id_nobody_sent_is_kept_without_a_message(setting: Setting) -> None:

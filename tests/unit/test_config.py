@@ -112,6 +112,17 @@ def test_bad_values_stop_with_the_variable_named(name: str, value: str, complain
     assert name in str(raised.value) and complaint in str(raised.value)
 
 
+def test_the_http_driver_needs_the_secret_its_gateway_posts_receipts_with() -> None:
+    http = {"MPLUS_CHANNEL_DRIVER": "http", "MPLUS_HTTP_DRIVER_URL": "http://10.0.0.9/send"}
+    with pytest.raises(ConfigError, match="MPLUS_HTTP_DRIVER_SECRET must be set"):
+        Settings.from_env(http)
+    secret = "g" * 16
+    assert (
+        Settings.from_env(http | {"MPLUS_HTTP_DRIVER_SECRET": secret}).delivery.http_secret
+        == secret
+    )
+
+
 def test_a_secret_is_never_echoed_in_its_complaint() -> None:
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({"MPLUS_HTTP_DRIVER_SECRET": "hunter2"})

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from server.config import Delivery
-from server.delivery.drivers.base import ChannelDriver, Dispatch, Inbound
+from server.delivery.drivers.base import ChannelDriver, Dispatch
 from server.delivery.drivers.http import HttpDriver
 from server.delivery.drivers.sandbox import SandboxDriver, SandboxReceipts
 from server.delivery.receipts import ReceiptIntake
@@ -18,7 +18,6 @@ __all__ = [
     "ChannelDriver",
     "Dispatch",
     "HttpDriver",
-    "Inbound",
     "Outcome",
     "Rejected",
     "SandboxDriver",

@@ -1,14 +1,11 @@
-"""What every driver shares: the send it is given, and the door its inbound side reports to."""
+"""What every driver shares: the send it is given, and what it answers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from server.delivery.receipts import CarrierReceipt
 from server.domain.dispatching import Outcome
-from server.storage.carrier import Matched
 
 
 @dataclass(frozen=True)
@@ -37,11 +34,3 @@ class ChannelDriver(Protocol):
         """Hands one message to the carrier. May be slow; is never called in a transaction.
         Raising is a bug in the driver: the dispatcher logs it and treats it as TryLater."""
         ...
-
-
-class Inbound(Protocol):
-    """Where a driver's inbound side hands what its carrier reports (server.delivery.receipts
-    .ReceiptIntake). It returns once that is committed: only then may the carrier be told it
-    was received."""
-
-    def __call__(self, carrier: str, receipts: Sequence[CarrierReceipt]) -> list[Matched]: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,9 @@ from server.domain.delivery import (
 )
 from server.domain.dispatching import Accepted, Outcome, Rejected, TryLater, Unsupported
 from server.domain.errors import InvalidRequest, Violation
+from server.json_logs import FIELDS
+
+log = logging.getLogger("mplus.dispatch")
 
 CARRIER = "http"
 MAX_CARRIER_ID_LENGTH = 64
@@ -120,8 +124,7 @@ def _outcome(answer: bytes, message_uuid: str) -> Outcome:
     if status == "accepted":
         if code is not None:
             return Accepted(receipt=_receipt(code, description))
-        ids = _carrier_ids(parsed, message_uuid)
-        return Accepted(ids) if ids else Rejected(UNDELIVERABLE)
+        return Accepted(_carrier_ids(parsed, message_uuid))
     if status == "rejected":
         receipt = _receipt(code or UNDELIVERABLE.code, description)
         return Rejected(UNDELIVERABLE if receipt.delivered else receipt)
@@ -129,19 +132,24 @@ def _outcome(answer: bytes, message_uuid: str) -> Outcome:
 
 
 def _carrier_ids(answer: dict[str, Any], message_uuid: str) -> tuple[str, ...]:
-    """The parts an acceptance names (`ids`, `id`, or the message's uuid); empty when they
-    are not what the contract says."""
-    if "ids" in answer:
-        ids = answer["ids"]
-        if not isinstance(ids, list) or not 0 < len(ids) <= MAX_PARTS:
-            return ()
-    else:
-        ids = [answer.get("id", message_uuid)]
-    if not all(isinstance(i, str) and 0 < len(i) <= MAX_CARRIER_ID_LENGTH for i in ids):
-        return ()
-    if len(set(ids)) != len(ids):
-        return ()
-    return tuple(ids)
+    """The parts an acceptance names: `ids`, `id` (a number is read as its digits), or the
+    message's uuid. The carrier took the message whatever it calls the parts, so ids that
+    are not what the contract says are logged and the message's uuid stands in: failing a
+    message on its way to the handset would be a false receipt."""
+    given = answer["ids"] if "ids" in answer else [answer.get("id", message_uuid)]
+    if isinstance(given, list) and 0 < len(given) <= MAX_PARTS:
+        ids = [str(i) if isinstance(i, int) and not isinstance(i, bool) else i for i in given]
+        if all(isinstance(i, str) and 0 < len(i) <= MAX_CARRIER_ID_LENGTH for i in ids) and len(
+            set(ids)
+        ) == len(ids):
+            return tuple(ids)
+    log.warning(
+        "the carrier gateway accepted a message under ids that are not strings of 1 to %d "
+        "characters, one per part, each once; its uuid stands in for them",
+        MAX_CARRIER_ID_LENGTH,
+        extra={FIELDS: {"message_uuid": message_uuid}},
+    )
+    return (message_uuid,)
 
 
 def gateway_receipt(carrier_id: str, code: str, description: str) -> CarrierReceipt:
