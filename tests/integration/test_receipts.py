@@ -7,7 +7,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,8 +27,8 @@ from server.service.clock import Environment
 from server.storage.migrate import alembic_config, upgrade
 from server.storage.tables import carrier_parts, queued_messages, webhook_deliveries
 from server.storage.unit_of_work import UnitOfWork
+from tests.support.clock import NOW, Clock
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Delivery(receipt_timeout_s=3600)
 CALLBACK = "https://example.com/dr"
 CARRIER = "acme-smsc"
@@ -49,14 +49,6 @@ class Carrier:
         self.taken[dispatch.message_uuid] = ids
         self.before_answer(ids)
         return Accepted(ids)
-
-
-@dataclass
-class Clock:
-    now: datetime = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
