@@ -263,6 +263,19 @@ class TestApiKey:
             assert response.status_code == 401
         assert stack.stored_count() == before
 
+    def test_an_empty_query_key_is_401_alone_and_400_beside_a_header_key(
+        self, stack: Stack
+    ) -> None:
+        """As the README says: an empty `?key=` names no key, so alone it is unauthenticated;
+        with an x-api-key that authenticates, it is refused as a violation naming `key`."""
+        before = stack.stored_count()
+        alone = stack.post(self.BODY, params={"key": ""})
+        assert alone.status_code == 401 and alone.json()["code"] == 16
+        beside = stack.post(self.BODY, params={"key": ""}, headers={"x-api-key": stack.key})
+        assert beside.status_code == 400 and beside.json()["code"] == 3
+        assert bad_request_fields(beside.json()) == ["key"]
+        assert stack.stored_count() == before
+
     def test_an_empty_x_api_key_header_counts_as_absent(self, stack: Stack) -> None:
         assert stack.post(self.BODY, headers={"x-api-key": ""}).status_code == 200
 
