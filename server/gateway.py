@@ -43,6 +43,8 @@ JSON_ENDPOINTS = (
     "GET /batch/{batch-uuid}",
     "DELETE /batch/{batch-uuid}",
     "GET /dr-responses",
+    "GET /healthz",
+    "GET /readyz",
 )
 NO_SUCH_ENDPOINT = f"no such endpoint: the JSON API is {', '.join(JSON_ENDPOINTS)}"
 """Told with a path no route matches, and after the transcoder's own "Could not resolve
@@ -59,6 +61,7 @@ TRANSCODED_SERVICES = (
     "mplus.v1.MessageService",
     "mplus.v1.BatchService",
     "mplus.v1.CarrierService",
+    "mplus.v1.HealthService",
 )
 
 _NOT_NATIVE_GRPC = {
@@ -86,13 +89,12 @@ _NOT_NATIVE_GRPC = {
 }
 
 
-def _status_is(status: int) -> dict[str, object]:
+def _status_is(status: int, op: str = "EQ") -> dict[str, object]:
+    """A reply whose status is `status` (op EQ), or at least it (GE)."""
+    key = f"mplus.lr.{status}" if op == "EQ" else f"mplus.lr.{op.lower()}{status}"
     return {
         "status_code_filter": {
-            "comparison": {
-                "op": "EQ",
-                "value": {"default_value": status, "runtime_key": f"mplus.lr.{status}"},
-            }
+            "comparison": {"op": op, "value": {"default_value": status, "runtime_key": key}}
         }
     }
 
@@ -139,7 +141,7 @@ def local_reply_mappers() -> str:
         ),
         rate_limited_grpc,
     ]
-    mappers.append(_mapper(None, 2))
+    mappers.append(_mapper(None, 2, when=_status_is(400, "GE")))  # not /healthz's own 200
     return "\n".join(f"            - {json.dumps(m)}" for m in mappers)
 
 

@@ -22,7 +22,12 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
-from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
+from server.storage.errors import (
+    ConflictingWrite,
+    DatabaseNotAnswering,
+    DeadlineExceeded,
+    StorageUnavailable,
+)
 
 ERROR_DOMAIN = "mplus"
 DETAILS_BUDGET_BYTES = 3000
@@ -143,6 +148,8 @@ def _classify(error: Exception) -> tuple[int, str, list[ProtoMessage]]:
                 "retry with an id on each message to make the retry safe",
                 [_info("DEADLINE_EXCEEDED")],
             )
+        case DatabaseNotAnswering():  # a readiness probe's answer; the probe logs the outage
+            return code_pb2.UNAVAILABLE, str(error), [_info("DATABASE_UNAVAILABLE")]
         case StorageUnavailable():
             log.warning("storage unavailable: %s", error)
             return (

@@ -47,6 +47,11 @@ class DatabaseHealth:
         while not self._stopped.wait(self._interval_s):
             self.check()
 
+    def answers(self) -> bool:
+        """The latest probe's verdict (True until the first): what readiness reports, with no
+        query of its own."""
+        return self._serving
+
     def check(self) -> None:
         """One probe; the status changes (and is logged) only when the answer does."""
         try:

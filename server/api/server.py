@@ -25,6 +25,8 @@ from server.api.carrier_servicer import CarrierServicer
 from server.api.health import DatabaseHealth
 from server.api.metrics import Metrics
 from server.api.observability import Telemetry
+from server.api.readiness import SERVICE_NAME as READINESS_SERVICE_NAME
+from server.api.readiness import ReadinessServicer
 from server.api.servicer import SERVICE_NAME, MessageServicer
 from server.config import Settings
 from server.delivery.receipts import ReceiptIntake
@@ -37,7 +39,13 @@ from server.service.batches import Batches
 log = logging.getLogger(__name__)
 
 
-HEALTH_SERVICES = ("", SERVICE_NAME, BATCH_SERVICE_NAME, CARRIER_SERVICE_NAME)
+HEALTH_SERVICES = (
+    "",
+    SERVICE_NAME,
+    BATCH_SERVICE_NAME,
+    CARRIER_SERVICE_NAME,
+    READINESS_SERVICE_NAME,
+)
 """The whole server and the services it runs: the same status for all."""
 
 
@@ -97,7 +105,9 @@ def create_server(
 ) -> GrpcServer:
     """A server bound to `address` (port 0 picks a free one) with health and reflection, and
     its metrics on the gRPC host at settings.process_metrics_port (0: none). Given
-    `database_answers`, health follows it every settings.db_health_interval_ms (0: never).
+    `database_answers`, health follows it every settings.db_health_interval_ms (0: never),
+    and so does readiness (HealthService, `GET /readyz`): without a watcher it asks
+    `database_answers` itself, and without that it is ready while it serves.
     BatchService runs `batches` and CarrierService takes the http driver's receipts with
     `receipts`, by default both on AddMessages' unit of work."""
     if metrics is None:
@@ -128,6 +138,9 @@ def create_server(
             database_answers,
             settings.db_health_interval_ms / 1000,
         )
+    ReadinessServicer(
+        watcher.answers if watcher is not None else database_answers or (lambda: True)
+    ).register(server)
     return GrpcServer(server, port, health_servicer, _metrics_listener(metrics, settings), watcher)
 
 

@@ -15,3 +15,7 @@ class StorageUnavailable(Exception):
 class DeadlineExceeded(StorageUnavailable):
     """The caller's deadline (gRPC) passed before the database work was done: it was stopped
     there, since nobody waits for the answer any more."""
+
+
+class DatabaseNotAnswering(StorageUnavailable):
+    """The database did not answer the server's latest health probe: the server is not ready."""

@@ -149,6 +149,7 @@ def test_grpcurl_lists_and_calls_through_reflection(stack: Stack) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "mplus.v1.CarrierService",
+        "mplus.v1.HealthService",
         "mplus.v1.MessageService",
         "mplus.v1.BatchService",
     }

@@ -226,6 +226,44 @@ def test_postgres_stopped_under_load_fails_fast_reports_not_serving_and_recovers
     )
 
 
+@pytest.mark.postgres
+def test_readyz_is_a_json_503_while_postgres_is_down_and_healthz_stays_200(
+    own_postgres: OwnPostgres, tmp_path: Path
+) -> None:
+    """The probes through Envoy: readiness follows the server's database health, liveness
+    (Envoy's own answer) does not, so an orchestrator stops routing and restarts nothing."""
+    processes = prepared(tmp_path, own_postgres.url)
+    url = processes.http_url
+
+    def readyz() -> httpx.Response:
+        return httpx.get(f"{url}/readyz", timeout=10)
+
+    with running(processes):
+        assert readyz().json() == {"status": "ready"}
+        own_postgres.stop()
+        stopped_at = time.monotonic()
+        wait_until(lambda: readyz().status_code == 503, "GET /readyz 503", timeout=15)
+        seconds_to_notice = time.monotonic() - stopped_at
+        not_ready = readyz()
+        assert_unavailable(not_ready)
+        assert not_ready.headers["content-type"] == "application/json"
+        assert not_ready.json()["details"][0]["reason"] == "DATABASE_UNAVAILABLE"
+        healthz = httpx.get(f"{url}/healthz", timeout=10)
+        assert (healthz.status_code, healthz.json()) == (200, {"status": "ok"})
+        alive(processes)
+
+        own_postgres.start()
+        started_at = time.monotonic()
+        wait_until(lambda: readyz().status_code == 200, "GET /readyz 200 again", timeout=20)
+        seconds_to_recover = time.monotonic() - started_at
+    record(
+        "outage-readyz",
+        database="postgresql",
+        seconds_to_notice=round(seconds_to_notice, 3),
+        seconds_to_recover=round(seconds_to_recover, 3),
+    )
+
+
 @contextmanager
 def sqlite_stack(tmp_path: Path) -> Iterator[tuple[Processes, Path]]:
     database = tmp_path / "mplus.db"

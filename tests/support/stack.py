@@ -24,7 +24,7 @@ from server.domain.model import AcceptedMessage
 from server.processes import stop_process
 from server.service import accounts, senders
 from server.service.add_messages import AddMessages, AddMessagesCommand
-from server.storage.database import create_database_engine
+from server.storage.database import create_database_engine, database_answers
 from server.storage.migrate import upgrade
 from server.storage.tables import queued_messages, sender_pins
 from server.storage.unit_of_work import UnitOfWork
@@ -125,6 +125,7 @@ def running_stack(
         "127.0.0.1:0",
         settings,
         metrics,
+        database_answers=lambda: database_answers(engine),  # health and GET /readyz follow it
     )
     server.start()
     settings = dataclasses.replace(settings, grpc_port=server.port)  # Envoy's upstream

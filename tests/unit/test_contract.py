@@ -7,7 +7,7 @@ from typing import Any
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
-from mplus.v1 import batch_service_pb2, message_pb2, message_service_pb2
+from mplus.v1 import batch_service_pb2, health_service_pb2, message_pb2, message_service_pb2
 
 from server import gateway
 
@@ -63,6 +63,17 @@ def test_the_batch_endpoints_are_bound_to_the_vendors_paths() -> None:
         "CancelBatch": http_pb2.HttpRule(delete="/batch/{batch_uuid}"),
         "ListReceiptCodes": http_pb2.HttpRule(get="/dr-responses", response_body="json"),
     }
+
+
+def test_readiness_is_bound_to_get_readyz() -> None:
+    service = health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
+    rules = {
+        method.name: method.GetOptions().Extensions[annotations_pb2.http]
+        for method in service.methods
+    }
+    assert rules == {"CheckReadiness": http_pb2.HttpRule(get="/readyz")}
+    files = descriptor_pb2.FileDescriptorSet.FromString(gateway.descriptor_path().read_bytes())
+    assert "mplus/v1/health_service.proto" in {f.name for f in files.file}
 
 
 def test_the_vendors_lower_case_json_names_are_kept() -> None:

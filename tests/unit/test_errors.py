@@ -18,7 +18,12 @@ from server.domain.errors import (
     Unauthenticated,
     Violation,
 )
-from server.storage.errors import ConflictingWrite, DeadlineExceeded, StorageUnavailable
+from server.storage.errors import (
+    ConflictingWrite,
+    DatabaseNotAnswering,
+    DeadlineExceeded,
+    StorageUnavailable,
+)
 
 
 def decoded(status: grpc.Status) -> tuple[grpc.StatusCode, status_pb2.Status]:
@@ -83,6 +88,7 @@ def test_thousands_of_violations_fit_the_trailer_peers_accept() -> None:
         (IdConflict("messages[3].id", "b2693dfe"), grpc.StatusCode.ALREADY_EXISTS, "ID_REUSED"),
         (NoSharedSenders(), grpc.StatusCode.FAILED_PRECONDITION, "SHARED_SENDER_POOL_EMPTY"),
         (StorageUnavailable("db down"), grpc.StatusCode.UNAVAILABLE, "STORAGE_UNAVAILABLE"),
+        (DatabaseNotAnswering("not ready"), grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
         (DeadlineExceeded("too late"), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
         (ConflictingWrite("race"), grpc.StatusCode.ABORTED, "CONCURRENT_CONFLICT"),
     ],

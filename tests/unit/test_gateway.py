@@ -67,6 +67,7 @@ def test_every_service_is_transcoded_and_get_batch_lists_print_empty() -> None:
         "mplus.v1.MessageService",
         "mplus.v1.BatchService",
         "mplus.v1.CarrierService",
+        "mplus.v1.HealthService",
     ]
     assert usual["print_options"] == {"always_print_primitive_fields": False}
     assert every_field == usual | {"print_options": {"always_print_primitive_fields": True}}

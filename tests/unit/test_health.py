@@ -19,12 +19,15 @@ def test_health_follows_the_database_and_logs_only_changes() -> None:
     for service in ("", "svc"):
         servicer.set(service, SERVING)
 
+    assert watcher.answers()  # until the first probe says otherwise
     watcher.check()
     assert (status(servicer, ""), status(servicer, "svc")) == (NOT_SERVING, NOT_SERVING)
+    assert not watcher.answers()  # what readiness (GET /readyz) reports
     watcher.check()
     assert status(servicer, "svc") == NOT_SERVING
     watcher.check()
     assert (status(servicer, ""), status(servicer, "svc")) == (SERVING, SERVING)
+    assert watcher.answers()
 
 
 def test_a_probe_that_raises_counts_as_down() -> None:
