@@ -11,6 +11,10 @@ from server.service.add_messages import AddMessages
 
 SERVICE = message_service_pb2.DESCRIPTOR.services_by_name["MessageService"]
 SERVICE_NAME: str = SERVICE.full_name
+DRY_RUN_METADATA = (("x-mplus-dry-run", "true"),)
+"""Sent with a dry run's answer only (a response header over JSON): nothing was stored, and the
+body keeps the vendor's shape. Never with an error, whose status must travel trailers-only for
+Envoy to turn it into JSON."""
 
 
 class MessageServicer:
@@ -42,6 +46,8 @@ class MessageServicer:
                 refusal = errors.refusal_for(error)
                 record.refused(refusal, error)
                 context.abort_with_status(refusal.status)
+            if command.dry_run:
+                context.send_initial_metadata(DRY_RUN_METADATA)
             return translate.response_from_accepted(accepted)
 
     def register(self, server: grpc.Server) -> None:

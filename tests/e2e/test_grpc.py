@@ -5,6 +5,7 @@ Calls that store or authenticate run on SQLite and PostgreSQL; the transport's o
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -106,14 +107,24 @@ def test_a_reused_id_with_other_content_is_already_exists(
     assert dict(info.metadata) == {"field": "messages[0].id", "id": client_id}
 
 
-def test_dry_run_flags_store_nothing(
+def test_dry_run_flags_store_nothing_and_say_so_in_the_initial_metadata(
     stack: Stack, stub: message_service_pb2_grpc.MessageServiceStub
 ) -> None:
     before = stack.stored_count()
-    for flag in ("is_dryrun", "dry_run"):
-        response = stub.AddMessages(request(message(), key=stack.key, **{flag: True}), timeout=10)
-        assert len(response.messages) == 1
+    envoy = stack.http_url.removeprefix("http://")
+    with grpc.insecure_channel(envoy) as through_envoy:
+        stubs = (stub, message_service_pb2_grpc.MessageServiceStub(through_envoy))
+        for target_stub, flag in itertools.product(stubs, ("is_dryrun", "dry_run")):
+            response, call = target_stub.AddMessages.with_call(
+                request(message(), key="", **{flag: True}),
+                metadata=[("x-api-key", stack.key)],
+                timeout=10,
+            )
+            assert len(response.messages) == 1
+            assert ("x-mplus-dry-run", "true") in call.initial_metadata()
     assert stack.stored_count() == before
+    _, stored = stub.AddMessages.with_call(request(message(), key=stack.key), timeout=10)
+    assert "x-mplus-dry-run" not in dict(stored.initial_metadata())
 
 
 @POSTGRES_ONLY

@@ -312,13 +312,26 @@ def test_a_dry_run_answers_in_full_and_stores_nothing(stack: Stack, flag: str) -
     before, pins_before = stack.stored_count(), stack.pin_count()
     response = stack.post(body, params={"key": stack.key, flag: "true"})
     assert response.status_code == 200
+    assert response.headers["x-mplus-dry-run"] == "true"  # the marker; the body is the vendor's
     (preview,) = response.json()["messages"]
+    assert set(response.json()) == {"messages"}
     assert preview["from"]["value"] in POOL and preview["scheduled"] is False
     assert stack.stored_count() == before
     assert stack.pin_count() == pins_before  # no sticky assignment recorded
-    real = stack.post(body).json()["messages"][0]
+    stored = stack.post(body)
+    assert "x-mplus-dry-run" not in stored.headers
+    real = stored.json()["messages"][0]
     assert real["messageUuid"] != preview["messageUuid"]
     assert stack.stored_count() == before + 1
+
+
+@SQLITE_ONLY
+def test_a_refused_dry_run_is_the_usual_json_error_without_the_marker(stack: Stack) -> None:
+    body = {"messages": [{"from": custom("Acme"), "to": "1", "body": "Hi"}]}
+    response = stack.post(body, params={"key": stack.key, "dryRun": "true"})
+    assert response.status_code == 400 and response.json()["code"] == 3
+    assert bad_request_fields(response.json()) == ["messages[0].to"]
+    assert "x-mplus-dry-run" not in response.headers
 
 
 def test_resending_an_id_replays_and_other_content_is_409(stack: Stack) -> None:
