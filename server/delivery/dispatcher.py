@@ -26,6 +26,7 @@ from server.delivery.drivers.base import ChannelDriver, Dispatch
 from server.delivery.finishing import (
     Finished,
     FinishRecorder,
+    Unrecorded,
     finish,
     log_finished,
     settle_with_carrier,
@@ -59,16 +60,6 @@ class DispatchRecorder(FinishRecorder, Protocol):
     def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
         """A driver call on `channel` answered `outcome` (ERROR: it raised) in `seconds`."""
         ...
-
-
-class Unrecorded:
-    """The recorder by default: hears nothing."""
-
-    def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
-        pass
-
-    def finished(self, status: MessageStatus, code: str) -> None:
-        pass
 
 
 Written = Finished | bool

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from server.domain.delivery import MessageStatus, ReceiptCode, receipt_webhook_body
-from server.domain.dispatching import settle
+from server.domain.delivery import (
+    AttemptOutcome,
+    MessageStatus,
+    ReceiptCode,
+    receipt_webhook_body,
+)
+from server.domain.dispatching import Matched, settle
 from server.json_logs import FIELDS
 from server.storage.dispatch import ClaimedMessage
 from server.storage.unit_of_work import UnitOfWork
@@ -22,6 +27,19 @@ class FinishRecorder(Protocol):
         """A message reached its final `status` (delivered or failed) with receipt `code`;
         heard once the state is committed, once per message."""
         ...
+
+
+class Unrecorded:
+    """The recorder by default, of the dispatcher and of the receipt intake: hears nothing."""
+
+    def sent(self, channel: str, outcome: AttemptOutcome, seconds: float) -> None:
+        pass
+
+    def received(self, carrier: str, matched: Matched) -> None:
+        pass
+
+    def finished(self, status: MessageStatus, code: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)

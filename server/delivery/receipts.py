@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from server.delivery.finishing import Finished, FinishRecorder, log_finished, settle_with_carrier
-from server.domain.delivery import MessageStatus, ReceiptCode
+from server.delivery.finishing import (
+    Finished,
+    FinishRecorder,
+    Unrecorded,
+    log_finished,
+    settle_with_carrier,
+)
+from server.domain.delivery import ReceiptCode
 from server.domain.dispatching import Matched
 from server.json_logs import FIELDS
 from server.service.clock import Environment
@@ -32,16 +38,6 @@ class ReceiptRecorder(FinishRecorder, Protocol):
     def received(self, carrier: str, matched: Matched) -> None:
         """A receipt from `carrier` was committed, and met `matched`."""
         ...
-
-
-class Unrecorded:
-    """The recorder by default: hears nothing."""
-
-    def received(self, carrier: str, matched: Matched) -> None:
-        pass
-
-    def finished(self, status: MessageStatus, code: str) -> None:
-        pass
 
 
 @dataclass
